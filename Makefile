@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export MLFLOW_DISABLE_TELEMETRY = true
+export PYTHONDONTWRITEBYTECODE = 1
+UI_PORT ?= 3000
+
+.PHONY: setup demo test test-fast ui bench evaluate clean
+
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --requirement requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: setup
+	$(BIN)/qa-assets demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration and not evaluation"
+
+ui: setup
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT)
+
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --requirement requirements-bench.txt
+	touch $@
+
+bench: setup $(VENV)/.bench-installed
+	$(BIN)/qa-assets bench all
+
+evaluate: setup
+	$(BIN)/qa-assets evaluate all
+
+clean:
+	rm -rf $(VENV) .dagster_home data build *.egg-info

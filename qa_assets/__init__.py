@@ -1,0 +1,1 @@
+"""qa-assets: production telemetry in, QA outcomes out (a Dagster code location)."""
