@@ -1,0 +1,1 @@
+"""Benchmarks: throughput of the project's methods, measured against baselines in the same run."""

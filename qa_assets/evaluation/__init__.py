@@ -1,0 +1,1 @@
+"""Evaluation commands: measure the project's methods on the shared evaluation data."""
