@@ -181,3 +181,8 @@ def replace_where(
 def read_frame(con: duckdb.DuckDBPyConnection, query: str, parameters: Sequence[object] | None = None) -> pl.DataFrame:
     """Run a query and return a polars frame (works on duckdb 1.5 and 2.x)."""
     return con.sql(query, params=list(parameters) if parameters is not None else None).pl()
+
+
+def read_table(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
+    """A whole table as a polars frame."""
+    return con.sql(statement("SELECT * FROM {table}", table=table)).pl()
