@@ -1,0 +1,25 @@
+"""The stage folders in flow order; each contributes assets, checks, jobs, sensors and schedules."""
+
+from __future__ import annotations
+
+import importlib
+
+import dagster as dg
+
+STAGE_MODULES: dict[str, list[str]] = {
+    "telemetry": ["qa_assets.defs.telemetry.assets", "qa_assets.defs.telemetry.checks"],
+}
+
+
+def stage_definitions() -> list[dg.Definitions]:
+    found = []
+    for modules in STAGE_MODULES.values():
+        loaded = [importlib.import_module(name) for name in modules]
+        found.append(dg.Definitions(
+            assets=dg.load_assets_from_modules(loaded),
+            asset_checks=dg.load_asset_checks_from_modules(loaded),
+            jobs=[j for m in loaded for j in getattr(m, "JOBS", [])],
+            sensors=[s for m in loaded for s in getattr(m, "SENSORS", [])],
+            schedules=[s for m in loaded for s in getattr(m, "SCHEDULES", [])],
+        ))
+    return found
