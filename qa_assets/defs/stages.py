@@ -8,6 +8,7 @@ import dagster as dg
 
 STAGE_MODULES: dict[str, list[str]] = {
     "telemetry": ["qa_assets.defs.telemetry.assets", "qa_assets.defs.telemetry.checks"],
+    "signals": ["qa_assets.defs.signals.assets"],
 }
 
 
