@@ -14,3 +14,6 @@ hourly_partitions = dg.HourlyPartitionsDefinition(
     start_date=f"{PARTITIONS_START}-00:00", timezone="UTC", fmt="%Y-%m-%d-%H:%M",
     end_offset=1,  # the current hour too: post-deploy checks look at telemetry as it arrives
 )
+
+# Every hourly-partitioned asset carries this tag, so jobs and sensors select "the hour's graph" by it.
+HOURLY_TAG = {"qa-assets/partitions": "hourly"}

@@ -9,6 +9,8 @@ import dagster as dg
 STAGE_MODULES: dict[str, list[str]] = {
     "telemetry": ["qa_assets.defs.telemetry.assets", "qa_assets.defs.telemetry.checks"],
     "signals": ["qa_assets.defs.signals.assets"],
+    "automation": ["qa_assets.defs.automation.jobs", "qa_assets.defs.automation.sensors",
+                   "qa_assets.defs.automation.schedules"],
 }
 
 

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from qa_assets.defs.partitions import hourly_partitions
+from qa_assets.defs.partitions import HOURLY_TAG, hourly_partitions
 from qa_assets.defs.resources import WarehouseResource
 from qa_assets.defs.telemetry.assets import RAW_KEYS
 from qa_assets.lib import warehouse as wh
@@ -23,9 +23,9 @@ def hour_of(context: dg.AssetExecutionContext):
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(LOG_EVENTS, group_name=GROUP, kinds={"duckdb", "polars"}, owners=OWNERS,
-                     deps=[RAW_KEYS["logs"]],
+                     deps=[RAW_KEYS["logs"]], tags=HOURLY_TAG,
                      description="Every log line of the hour with its template id, template and parameters."),
-        dg.AssetSpec(LOG_TEMPLATES, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS,
+        dg.AssetSpec(LOG_TEMPLATES, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS, tags=HOURLY_TAG,
                      description="The template registry: stable ids, first/last seen, line counts, lineage."),
     ],
     partitions_def=hourly_partitions,

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from qa_assets.defs.partitions import hourly_partitions
+from qa_assets.defs.partitions import HOURLY_TAG, hourly_partitions
 from qa_assets.defs.resources import LandingResource, WarehouseResource
 from qa_assets.lib import warehouse
 from qa_assets.lib.ingest import landing as ingest
@@ -91,6 +91,7 @@ def warehouse_totals(con) -> pl.DataFrame:
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(key, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS, deps=[LANDED_KEYS["ingested_files"]],
+                     tags=HOURLY_TAG,
                      description=f"raw.{name}: accepted {name.replace('_', ' ')} records of the hour, masked.")
         for name, key in RAW_KEYS.items()
     ],

@@ -567,7 +567,8 @@ def _record(con, landed: LandedFile, sha: str | None, status: str, now: datetime
 
 def staged_hours(con: duckdb.DuckDBPyConnection) -> list[datetime]:
     """Hours with staged records not yet published into raw tables."""
-    ensure_ingest_tables(con)
+    if not all(warehouse.table_exists(con, f"staging.{name}") for name in PARTITIONED_TABLES):
+        return []
     union = " UNION ".join(
         warehouse.statement("SELECT DISTINCT hour FROM {t} WHERE hour IS NOT NULL", t=f"staging.{name}")
         for name in PARTITIONED_TABLES
