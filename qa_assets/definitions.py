@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from qa_assets.defs import resources
@@ -12,6 +14,12 @@ from qa_assets.defs.stages import STAGE_MODULES, stage_definitions
 executor = dg.multiprocess_executor.configured(
     {"start_method": {"forkserver": {"preload_modules": ["qa_assets.defs.stages"]}}}
 )
+if os.environ.get("QA_ASSETS_PROFILE") == "production":
+    # Each step in its own Kubernetes job: partitions of a backfill spread over the cluster
+    # (deploy/production/dagster.yaml launches the runs themselves with the K8sRunLauncher).
+    from dagster_k8s import k8s_job_executor
+
+    executor = k8s_job_executor.configured({"max_concurrent": 8})
 
 defs = dg.Definitions.merge(
     *stage_definitions(),
