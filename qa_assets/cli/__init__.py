@@ -35,7 +35,10 @@ def _optional_groups() -> None:
         ("evaluate", "rca"): ("qa_assets.evaluation.rca", "root-cause top-1/top-3 accuracy on simulated incidents"),
     }
     for (group, name), (module, help_text) in optional.items():
-        if importlib.util.find_spec(module) is not None:
+        if importlib.util.find_spec(module) is None:
+            continue
+        loaded = importlib.import_module(module)
+        if hasattr(loaded, "add_arguments") and hasattr(loaded, "main"):
             GROUPS[group][1][name] = (module, help_text)
 
 

@@ -114,7 +114,7 @@ def ensure_table(
     schema_name, _ = table.split(".")
     con.execute(statement("CREATE SCHEMA IF NOT EXISTS {schema}", schema=schema_name))
     columns = ", ".join(
-        statement("{column} ", column=name) + duckdb_type(dtype) for name, dtype in schema.items()
+        statement('"{column}" ', column=name) + duckdb_type(dtype) for name, dtype in schema.items()
     )
     con.execute(statement("CREATE TABLE IF NOT EXISTS {table} (", table=table) + columns + ")")
     existing = {
@@ -127,7 +127,7 @@ def ensure_table(
     for name, dtype in schema.items():
         if name not in existing:
             con.execute(
-                statement("ALTER TABLE {table} ADD COLUMN {column} ", table=table, column=name)
+                statement('ALTER TABLE {table} ADD COLUMN "{column}" ', table=table, column=name)
                 + duckdb_type(dtype)
             )
 
