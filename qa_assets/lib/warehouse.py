@@ -79,6 +79,7 @@ def connect(
             delay = min(delay * 2, 2.0)
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # output goes to logs, not a terminal
         yield con
     finally:
         con.close()

@@ -606,6 +606,7 @@ def load_landing_frames(landing: Path, *, key: bytes = b"qa-assets-test-key") ->
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
         ingest_landing(con, Path(landing), key=key, settle_seconds=0)
         frames = {name: warehouse.read_table(con, f"staging.{name}") for name in PARTITIONED_TABLES}
         frames["quarantine"] = warehouse.read_table(con, "raw.quarantine")

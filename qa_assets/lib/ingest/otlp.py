@@ -300,6 +300,7 @@ def parse_connection() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB for parsing (never the warehouse: parsing must not hold its lock)."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     for macro in _MACROS:
         con.execute(macro)
     return con
