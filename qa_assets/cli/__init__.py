@@ -28,53 +28,46 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 }
 
 
-def _optional_groups() -> None:
-    """Subcommands whose modules are present in this version (added as stages land)."""
-    optional = {
-        ("evaluate", "defects"): ("qa_assets.evaluation.defects", "detection, grouping and type accuracy on simulated incidents"),
-        ("evaluate", "rca"): ("qa_assets.evaluation.rca", "root-cause top-1/top-3 accuracy on simulated incidents"),
-    }
-    for (group, name), (module, help_text) in optional.items():
-        if importlib.util.find_spec(module) is None:
-            continue
-        loaded = importlib.import_module(module)
-        if hasattr(loaded, "add_arguments") and hasattr(loaded, "main"):
-            GROUPS[group][1][name] = (module, help_text)
+GROUPS["evaluate"][1].update({
+    "defects": ("qa_assets.evaluation.defects", "detection, grouping and type accuracy on simulated incidents"),
+    "rca": ("qa_assets.evaluation.rca", "root-cause top-1/top-3 accuracy on simulated incidents"),
+})
+MODEL = ("qa_assets.cli.model", "model registry: list, promote, rollback (MLflow aliases champion/challenger)")
 
 
-def _add(subparsers, name: str, module_name: str, help_text: str) -> None:
-    module = importlib.import_module(module_name)
+def _add(subparsers, name: str, module_name: str, help_text: str, *, load: bool) -> None:
+    """Add a subcommand; its module (and heavy imports) is loaded only when it is the one being run."""
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    if not load:
+        return
+    module = importlib.import_module(module_name)
     adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
     adder(parser)
     handler = getattr(module, f"{name}_main", None) or module.main
     parser.set_defaults(handler=handler)
 
 
-def build_parser() -> argparse.ArgumentParser:
-
-    _optional_groups()
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    words = [a for a in (argv or []) if not a.startswith("-")]
+    chosen = words[:2]
     parser = argparse.ArgumentParser(
         prog="qa-assets",
         description="Turn production telemetry into QA outcomes: defects, root causes, regression tests, release gates.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        _add(subparsers, name, module, help_text)
+        _add(subparsers, name, module, help_text, load=chosen[:1] == [name])
     for group, (help_text, members) in GROUPS.items():
         group_parser = subparsers.add_parser(group, help=help_text, description=help_text)
         group_sub = group_parser.add_subparsers(dest="subcommand", metavar="WHAT")
         for name, (module, member_help) in members.items():
-            _add(group_sub, name, module, member_help)
-        if group == "evaluate":
-            all_parser = group_sub.add_parser("all", help="every evaluation in turn")
-            all_parser.set_defaults(handler=lambda args, members=members: _run_all(group, members))
-        if group == "bench":
-            all_parser = group_sub.add_parser("all", help="every benchmark in turn")
-            all_parser.set_defaults(handler=lambda args, members=members: _run_all(group, members))
-    if importlib.util.find_spec("qa_assets.cli.model") is not None:
-        model = importlib.import_module("qa_assets.cli.model")
-        model.register(subparsers)
+            _add(group_sub, name, module, member_help, load=chosen == [group, name])
+        all_parser = group_sub.add_parser("all", help=f"every {group} command in turn")
+        all_parser.set_defaults(handler=lambda args, group=group, members=members: _run_all(group, members))
+    if chosen[:1] == ["model"]:
+        importlib.import_module(MODEL[0]).register(subparsers)
+    else:
+        subparsers.add_parser("model", help=MODEL[1], description=MODEL[1])
     return parser
 
 
@@ -82,19 +75,20 @@ def _run_all(group: str, members: dict[str, tuple[str, str]]) -> int:
     worst = 0
     for name in members:
         print(f"\n=== qa-assets {group} {name} ===", flush=True)
-        parser = build_parser()
+        parser = build_parser([group, name])
         args = parser.parse_args([group, name])
         worst = max(worst, args.handler(args))
     return worst
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
-        if getattr(args, "command", None) in GROUPS:
-            parser.parse_args([args.command, "--help"])
+        if getattr(args, "command", None):
+            parser.parse_args([*(w for w in (args.command, getattr(args, "subcommand", None)) if w), "--help"])
         parser.print_help()
         return 2
     return int(handler(args) or 0)
