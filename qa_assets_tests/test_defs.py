@@ -22,7 +22,13 @@ def test_definitions_load_with_every_stage_and_resource():
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"raw/ingested_files", "raw/quarantine", "raw/catalog", "raw/spans", "raw/logs", "raw/metrics",
-            "raw/deployments", "raw/test_cases", "signals/log_events", "signals/log_templates"} <= keys
+            "raw/deployments", "raw/test_cases", "signals/log_events", "signals/log_templates",
+            "signals/service_calls", "signals/service_graph_nodes", "signals/service_graph_edges",
+            "signals/service_windows"} <= keys
+    assert {"hourly_graph", "land_telemetry"} <= {j.name for j in repository.get_all_jobs()}
+    assert {"landed_telemetry_sensor", "staged_hours_sensor", "deployment_sensor", "run_failure_alert"} <= {
+        s.name for s in repository.sensor_defs}
+    assert {"hourly_graph_schedule"} <= {s.name for s in repository.schedule_defs}
     repository = defs.get_repository_def()
     assert set(repository.get_top_level_resources()) >= {"warehouse", "landing", "artifacts", "model_store"}
     for key in defs.resolve_asset_graph().get_all_asset_keys():
@@ -81,7 +87,9 @@ def test_qa_assets_run_over_a_simulated_landing_directory(tmp_path, capsys, monk
     assert code == 0, out
     assert "stored records per source" in out
     with warehouse.connect(tmp_path / "wh.duckdb", read_only=True) as con:
-        for table in ("raw.spans", "raw.logs", "raw.metrics", "raw.deployments", "signals.log_events"):
+        for table in ("raw.spans", "raw.logs", "raw.metrics", "raw.deployments", "signals.log_events",
+                      "signals.call_edges", "signals.service_graph_nodes", "signals.service_graph_edges",
+                      "signals.service_windows"):
             assert con.execute(warehouse.statement("SELECT count(*) FROM {t}", t=table)).fetchone()[0] > 0, table
         pending = con.execute("SELECT count(*) FROM raw.ingested_files WHERE status <> 'ingested'").fetchone()[0]
     assert pending == 0

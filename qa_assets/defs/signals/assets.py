@@ -1,11 +1,15 @@
 """Signals stage: log templates with stable ids, the service knowledge graph, per-service feature windows."""
 
+import os
+from datetime import timedelta
+
 import dagster as dg
 import polars as pl
 
 from qa_assets.defs.partitions import HOURLY_TAG, hourly_partitions
-from qa_assets.defs.resources import WarehouseResource
-from qa_assets.defs.telemetry.assets import RAW_KEYS
+from qa_assets.defs.resources import ArtifactsResource, WarehouseResource
+from qa_assets.defs.telemetry.assets import LANDED_KEYS, RAW_KEYS
+from qa_assets.lib import graph, windows
 from qa_assets.lib import warehouse as wh
 from qa_assets.lib.summary import markdown_table
 from qa_assets.lib.templates import events as template_events
@@ -82,3 +86,160 @@ def _ensure_template_tables(con) -> None:
     wh.ensure_table(con, "signals.log_events", template_events.LOG_EVENTS)
     wh.ensure_table(con, "signals.log_templates", template_events.TEMPLATES)
     wh.ensure_table(con, "signals.template_lineage", template_events.LINEAGE)
+
+
+# ------------------------------------------------------------------------------ knowledge graph
+
+SERVICE_CALLS = dg.AssetKey(["signals", "service_calls"])
+GRAPH_NODES = dg.AssetKey(["signals", "service_graph_nodes"])
+GRAPH_EDGES = dg.AssetKey(["signals", "service_graph_edges"])
+SERVICE_WINDOWS = dg.AssetKey(["signals", "service_windows"])
+GRAPH_LOOKBACK = timedelta(hours=int(os.environ.get("QA_ASSETS_GRAPH_LOOKBACK_HOURS", "24")))
+WINDOW_MINUTES = int(os.environ.get("QA_ASSETS_WINDOW_MINUTES", "1"))
+
+
+def _with_hour(frame: pl.DataFrame, hour) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(hour).cast(pl.Datetime("us")).alias("hour")).select(
+        "hour", *[c for c in frame.columns if c != "hour"])
+
+
+def replace_hour(con, table: str, frame: pl.DataFrame, hour) -> None:
+    wh.ensure_table(con, table, dict(frame.schema))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(wh.statement("DELETE FROM {t} WHERE hour = ?", t=table), [hour])
+        wh.insert(con, table, frame)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+@dg.asset(key=SERVICE_CALLS, group_name=GROUP, kinds={"duckdb", "polars"}, owners=OWNERS, tags=HOURLY_TAG,
+          deps=[RAW_KEYS["spans"]], partitions_def=hourly_partitions, pool="duckdb")
+def service_calls(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Caller→callee call counts, errors and latency of the hour, and the services seen in spans."""
+    hour = hour_of(context)
+    with warehouse.connect() as con:
+        spans = wh.read_frame(con, "SELECT * FROM raw.spans WHERE hour = ?", [hour])
+        calls = _with_hour(graph.call_edges(spans), hour)
+        services = _with_hour(graph.span_services(spans), hour)
+        replace_hour(con, "signals.call_edges", calls, hour)
+        replace_hour(con, "signals.span_services", services, hour)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": calls.height, "services_with_spans": services.height,
+        "calls": int(calls["call_count"].sum() or 0),
+        "top_edges": dg.MetadataValue.md(markdown_table(
+            calls.sort("call_count", descending=True).select("caller", "callee", "call_count", "error_count",
+                                                             "latency_p95_ms").head(10))),
+    })
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(GRAPH_NODES, group_name=GROUP, kinds={"duckdb", "networkx"}, owners=OWNERS, tags=HOURLY_TAG,
+                     deps=[SERVICE_CALLS, LANDED_KEYS["catalog"], RAW_KEYS["deployments"], RAW_KEYS["metrics"],
+                           LOG_EVENTS],
+                     description="Services, datastores, versions, changes and templates as of the hour."),
+        dg.AssetSpec(GRAPH_EDGES, group_name=GROUP, kinds={"duckdb", "networkx"}, owners=OWNERS, tags=HOURLY_TAG,
+                     description="Calls, dependsOn, versions, changes and emitted templates as of the hour."),
+    ],
+    partitions_def=hourly_partitions,
+    pool="duckdb",
+)
+def service_graph(context: dg.AssetExecutionContext, warehouse: WarehouseResource, artifacts: ArtifactsResource):
+    """The knowledge graph over the trailing window (calls) plus the catalog and every change so far."""
+    hour = hour_of(context)
+    end = hour + timedelta(hours=1)
+    since = end - GRAPH_LOOKBACK
+    with warehouse.connect() as con:
+        inputs = graph_inputs(con, since=since, end=end)
+        built = graph.build_graph(**inputs)
+        nodes, edges = graph.graph_tables(built)
+        replace_hour(con, "signals.service_graph_nodes", _with_hour(nodes, hour), hour)
+        replace_hour(con, "signals.service_graph_edges", _with_hour(edges, hour), hour)
+    folder = artifacts.folder("graph")
+    stem = hour.strftime("%Y-%m-%dT%H")
+    graphml = graph.write_graphml(built, folder / f"service-graph-{stem}.graphml")
+    node_link = graph.write_node_link_json(built, folder / f"service-graph-{stem}.json")
+    picture = graph.render_png(built, folder / f"service-graph-{stem}.png")
+    summary = graph.graph_summary(built)
+    yield dg.MaterializeResult(asset_key=GRAPH_NODES, metadata={
+        "dagster/row_count": nodes.height,
+        "node_types": dg.MetadataValue.json(summary["node_types"]),
+        "blind_spots": dg.MetadataValue.json(summary["blind_spots"]),
+        "graph": dg.MetadataValue.md(graph.png_markdown(picture)),
+        "graphml": dg.MetadataValue.path(str(graphml)),
+        "node_link_json": dg.MetadataValue.path(str(node_link)),
+    })
+    yield dg.MaterializeResult(asset_key=GRAPH_EDGES, metadata={
+        "dagster/row_count": edges.height,
+        "edge_types": dg.MetadataValue.json(summary["edge_types"]),
+        "busiest_calls": dg.MetadataValue.json(summary["busiest_calls"]),
+    })
+
+
+def graph_inputs(con, *, since, end) -> dict:
+    """The build_graph inputs from the warehouse for calls in [since, end) and everything else up to `end`."""
+    calls = wh.read_frame(con, "SELECT * FROM signals.call_edges WHERE hour >= ? AND hour < ?", [since, end])
+    span_services = wh.read_frame(con, "SELECT * FROM signals.span_services WHERE hour >= ? AND hour < ?",
+                                  [since, end])
+    catalog = wh.read_table(con, "raw.catalog")
+    deployments = wh.read_frame(con, "SELECT * FROM raw.deployments WHERE timestamp < ? ORDER BY timestamp",
+                                [end])
+    templates = wh.read_frame(
+        con,
+        "SELECT service, template_id, any_value(template) AS template, max(level) AS level, count(*) AS count, "
+        "min(timestamp) AS first_seen, max(timestamp) AS last_seen FROM signals.log_events "
+        "WHERE hour >= ? AND hour < ? AND service IS NOT NULL GROUP BY service, template_id",
+        [since, end])
+    metric_services = wh.read_frame(
+        con, "SELECT service, min(timestamp) AS first_seen FROM raw.metrics WHERE hour >= ? AND hour < ? "
+             "AND service IS NOT NULL GROUP BY service", [since, end])
+    return {
+        "spans_edges": graph.merge_call_edges([calls.drop("hour")]),
+        "span_services": graph.merge_span_services([span_services.drop("hour")]),
+        "catalog": catalog, "deployments": deployments, "service_templates": templates,
+        "metric_services": metric_services,
+    }
+
+
+# ------------------------------------------------------------------------------ feature windows
+
+
+@dg.asset(key=SERVICE_WINDOWS, group_name=GROUP, kinds={"duckdb", "polars"}, owners=OWNERS, tags=HOURLY_TAG,
+          deps=[RAW_KEYS["spans"], RAW_KEYS["metrics"], RAW_KEYS["deployments"], RAW_KEYS["test_cases"],
+                LOG_EVENTS, GRAPH_NODES],
+          partitions_def=hourly_partitions, pool="duckdb")
+def service_windows(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Per service and minute: traffic, errors, latency, logs by level, new/error templates, resources, changes."""
+    hour = hour_of(context)
+    end = hour + timedelta(hours=1)
+    metrics_from, metrics_to = windows.metrics_time_range(hour)
+    with warehouse.connect() as con:
+        spans = wh.read_frame(con, "SELECT * FROM raw.spans WHERE hour = ?", [hour])
+        events = wh.read_frame(con, "SELECT * FROM signals.log_events WHERE hour = ?", [hour])
+        # The point closing the hour's last minute may still be staged with the next hour.
+        metrics = wh.read_frame(
+            con, "SELECT * FROM raw.metrics WHERE timestamp BETWEEN ? AND ? "
+                 "UNION ALL BY NAME SELECT * FROM staging.metrics WHERE timestamp BETWEEN ? AND ?",
+            [metrics_from, metrics_to, metrics_from, metrics_to])
+        deployments = wh.read_frame(con, "SELECT * FROM raw.deployments WHERE hour = ?", [hour])
+        history = wh.read_frame(con, "SELECT * FROM raw.deployments WHERE timestamp < ?", [hour])
+        tests = wh.read_frame(con, "SELECT * FROM raw.test_cases WHERE hour = ?", [hour])
+        services = [r[0] for r in con.execute(
+            "SELECT DISTINCT name FROM signals.service_graph_nodes WHERE hour = ? "
+            "AND node_type IN ('service', 'datastore')", [hour]).fetchall()]
+        frame = windows.service_windows(hour_start=hour, spans=spans, logs_with_templates=events, metrics=metrics,
+                                        deployments=deployments, test_cases=tests, services=services,
+                                        window_minutes=WINDOW_MINUTES, history_deployments=history)
+        replace_hour(con, "signals.service_windows", frame, hour)
+    busiest = (frame.group_by("service").agg(pl.sum("requests"), pl.sum("errors"), pl.max("latency_p95_ms"),
+                                             pl.sum("log_error"), pl.sum("new_template_count"))
+               .sort("requests", descending=True))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": frame.height,
+        "services": frame["service"].n_unique(),
+        "feature_set_id": windows.feature_set_id(WINDOW_MINUTES),
+        "per_service": dg.MetadataValue.md(markdown_table(busiest)),
+    })
