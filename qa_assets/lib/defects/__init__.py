@@ -1,0 +1,1 @@
+"""The defects stage: anomalies over service windows, defects grouped from them, and their classification."""

@@ -1,0 +1,398 @@
+"""Root-cause ranking on hand-made service graphs and windows, plus one evaluation on simulated incidents."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+
+import networkx as nx
+import numpy as np
+import polars as pl
+import pytest
+
+from qa_assets.lib import rca
+
+T0 = datetime(2026, 3, 4, 10, 0)  # the incident's onset
+START = T0 - timedelta(minutes=90)
+MINUTES = 120
+
+
+# ----------------------------------------------------------------------------------- builders
+
+
+def make_graph(edges: list[tuple[str, str]], *, datastores: tuple[str, ...] = (), untraced: tuple[str, ...] = (),
+               catalog_only: tuple[tuple[str, str], ...] = ()) -> nx.MultiDiGraph:
+    """A knowledge graph like graph.py's: service/datastore nodes, `calls` edges from spans and
+    `depends_on` edges from the catalog."""
+    graph = nx.MultiDiGraph()
+    names = {n for e in [*edges, *catalog_only] for n in e}
+    for name in sorted(names):
+        kind = "datastore" if name in datastores else "service"
+        graph.add_node(f"{kind}:{name}", node_type=kind, name=name, service=name,
+                       traced=kind == "service" and name not in untraced)
+
+    def node(name: str) -> str:
+        return f"{'datastore' if name in datastores else 'service'}:{name}"
+
+    for a, b in edges:
+        graph.add_edge(node(a), node(b), key="calls", edge_type="calls", call_count=1000, error_count=5,
+                       evidence="spans")
+    for a, b in catalog_only:
+        graph.add_edge(node(a), node(b), key="depends_on", edge_type="depends_on", call_count=0, error_count=0,
+                       evidence="catalog")
+    return graph
+
+
+def make_windows(services: dict[str, dict], *, minutes: int = MINUTES) -> pl.DataFrame:
+    """One row per service and minute. Each service: base values (requests, client_calls, memory, ...)
+    and `changes`: [(from_minute_offset_relative_to_T0, column, value)] applied from then on."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for name, spec in services.items():
+        for i in range(minutes):
+            ts = START + timedelta(minutes=i)
+            row = {
+                "hour": ts.replace(minute=0), "service": name, "window_start": ts, "window_minutes": 1,
+                "feature_set_id": "fs-test", "requests": spec.get("requests", 100),
+                "errors": 0, "error_rate": 0.0, "latency_p50_ms": 20.0, "latency_p95_ms": 40.0,
+                "latency_p99_ms": 60.0, "client_calls": spec.get("client_calls", 0), "client_errors": 0,
+                "log_count": spec.get("log_count", 50), "memory_bytes": spec.get("memory", 2e8) * (1 + 0.01 * rng.random()),
+                "cpu_utilization": 0.2, "restarts": 0,
+            }
+            for offset, column, value in spec.get("changes", []):
+                if ts >= T0 + timedelta(minutes=offset):
+                    row[column] = value(i) if callable(value) else value
+            rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def anomaly(service: str, signal: str, start_offset: int, end_offset: int, *, score: float = 8.0,
+            value: float = 0.5, expected: float = 0.01, detector: str = "baseline",
+            template_id: str | None = None) -> list[dict]:
+    return [
+        {"hour": (T0 + timedelta(minutes=m)).replace(minute=0), "service": service,
+         "window_start": T0 + timedelta(minutes=m), "detector": detector, "signal": signal, "value": value,
+         "expected": expected, "score": score, "is_anomaly": True, "after_change_id": None,
+         "model_name": "test", "model_version": "1", "feature_set_id": "fs-test", "template_id": template_id,
+         "details": "{}"}
+        for m in range(start_offset, end_offset)
+    ]
+
+
+def anomalies_frame(*groups: list[dict]) -> pl.DataFrame:
+    rows = [r for g in groups for r in g]
+    # a few quiet scored windows so detector scales come from more than the anomalies
+    return pl.DataFrame(rows)
+
+
+def defect(defect_id: str, service: str, start: int = 0, end: int = 20, incident: str = "I1", **extra) -> dict:
+    return {"defect_id": defect_id, "fingerprint": defect_id, "service": service, "defect_type": "error_spike",
+            "severity": "S2", "first_seen": T0 + timedelta(minutes=start), "last_seen": T0 + timedelta(minutes=end),
+            "confidence": 0.9, "status": "open", "incident_id": incident, "title": extra.pop("title", "errors"),
+            "template": extra.pop("template", None), "exception_type": extra.pop("exception_type", None), **extra}
+
+
+def deployments(*changes: tuple[str, str, int, str]) -> pl.DataFrame:
+    """(event_id, service, minutes relative to T0, change_kind)."""
+    return pl.DataFrame(
+        [{"event_id": e, "event_type": "deployed", "timestamp": T0 + timedelta(minutes=m), "service": s,
+          "version": "2.0.0", "change_kind": k, "commit": "abc123", "changed_files": ["src/app.py"],
+          "previous_version": "1.9.0"} for e, s, m, k in changes],
+        schema_overrides={"timestamp": pl.Datetime("us"), "changed_files": pl.List(pl.String)},
+    ) if changes else pl.DataFrame(schema={"event_id": pl.String, "event_type": pl.String,
+                                           "timestamp": pl.Datetime("us"), "service": pl.String,
+                                           "version": pl.String, "change_kind": pl.String, "commit": pl.String,
+                                           "changed_files": pl.List(pl.String), "previous_version": pl.String})
+
+
+def rank(defects: list[dict], *, windows, anomalies, graph, deploys=None, log_events=None) -> pl.DataFrame:
+    return rca.rank_root_causes(
+        pl.DataFrame(defects), windows=windows, anomalies=anomalies, graph=graph,
+        deployments=deploys if deploys is not None else deployments(), log_events=log_events,
+    )
+
+
+def top(result: pl.DataFrame, defect_id: str) -> dict:
+    return result.filter((pl.col("defect_id") == defect_id) & (pl.col("rank") == 1)).row(0, named=True)
+
+
+# -------------------------------------------------------------------------------------- tests
+
+
+def test_failing_database_is_ranked_above_its_anomalous_callers():
+    graph = make_graph([("frontend", "checkout"), ("checkout", "orders-db"), ("frontend", "catalog")],
+                       datastores=("orders-db",))
+    windows = make_windows({
+        "frontend": {"client_calls": 200, "changes": [(0, "client_errors", 60)]},
+        "checkout": {"client_calls": 300, "changes": [(0, "client_errors", 270)]},
+        "catalog": {},
+    })
+    anomalies = anomalies_frame(
+        anomaly("checkout", "error_rate", 0, 20, score=12),
+        anomaly("checkout", "client_errors", 0, 20, score=12),
+        anomaly("frontend", "error_rate", 0, 20, score=9),
+        anomaly("frontend", "latency_p95_ms", 1, 20, score=6, value=900, expected=40),
+    )
+    result = rank([defect("D1", "frontend"), defect("D2", "checkout")], windows=windows, anomalies=anomalies,
+                  graph=graph)
+    for defect_id in ("D1", "D2"):
+        best = top(result, defect_id)
+        assert best["service"] == "orders-db"
+        assert best["cause_kind"] == "dependency_failure"
+        assert best["change_id"] is None
+    ranked = result.filter(pl.col("defect_id") == "D1").sort("rank")["service"].to_list()
+    assert ranked.index("checkout") < ranked.index("frontend")  # nearer the failure, higher
+    evidence = json.loads(top(result, "D1")["evidence"])
+    assert [p["target"] for p in evidence["path_from_defect"]] == ["checkout", "orders-db"]
+    assert evidence["blind_spot"] is True
+    assert set(result.columns) == set(rca.ROOT_CAUSES)
+    assert result.schema == pl.Schema(rca.ROOT_CAUSES)
+
+
+def test_onset_order_decides_between_connected_anomalies():
+    graph = make_graph([("api", "worker")])
+    windows = make_windows({"api": {"client_calls": 100}, "worker": {}})
+    # worker degraded first: it explains api's later errors
+    first = rank([defect("D1", "api", start=0)], windows=windows, graph=graph, anomalies=anomalies_frame(
+        anomaly("worker", "latency_p95_ms", -4, 20, value=800, expected=40),
+        anomaly("api", "latency_p95_ms", 0, 20, value=900, expected=40)))
+    assert top(first, "D1")["service"] == "worker"
+    # worker's blip starts well after api's errors: a later anomaly is not the cause
+    later = rank([defect("D1", "api", start=0)], windows=windows, graph=graph, anomalies=anomalies_frame(
+        anomaly("worker", "latency_p95_ms", 8, 12, value=800, expected=40),
+        anomaly("api", "error_rate", 0, 20)))
+    assert top(later, "D1")["service"] == "api"
+    order = [o["service"] for o in json.loads(top(later, "D1")["evidence"])["onset_order"]]
+    assert order[:2] == ["api", "worker"]
+
+
+def test_deploy_five_minutes_before_onset_is_blamed_with_its_change_id():
+    graph = make_graph([("gateway", "orders"), ("gateway", "search")])
+    windows = make_windows({"gateway": {"client_calls": 200, "changes": [(0, "client_errors", 30)]},
+                            "orders": {}, "search": {}})
+    anomalies = anomalies_frame(anomaly("orders", "error_rate", 0, 25, score=10),
+                                anomaly("gateway", "error_rate", 0, 25, score=6))
+    deploys = deployments(("chg-orders", "orders", -5, "code"), ("chg-search", "search", -3, "code"),
+                          ("chg-old", "orders", -50, "code"))
+    result = rank([defect("D1", "gateway"), defect("D2", "orders")], windows=windows, anomalies=anomalies,
+                  graph=graph, deploys=deploys)
+    for defect_id in ("D1", "D2"):
+        best = top(result, defect_id)
+        assert (best["service"], best["cause_kind"], best["change_id"]) == ("orders", "code_change", "chg-orders")
+    # the healthy service's deploy is listed nowhere as blamed
+    assert "chg-search" not in result["change_id"].drop_nulls().to_list()
+    evidence = json.loads(top(result, "D1")["evidence"])
+    assert evidence["change"]["minutes_before_onset"] == pytest.approx(5.0)
+    assert evidence["change"]["changed_files"] == ["src/app.py"]
+    # without the deploy, orders is still the root but nothing is blamed as a change
+    quiet = rank([defect("D1", "gateway")], windows=windows, anomalies=anomalies, graph=graph)
+    assert top(quiet, "D1")["service"] == "orders"
+    assert top(quiet, "D1")["change_id"] is None
+    assert top(result, "D1")["confidence"] > top(quiet, "D1")["confidence"]
+
+
+def test_config_change_is_blamed_as_config_change():
+    graph = make_graph([("web", "cart"), ("cart", "cart-cache")], datastores=("cart-cache",))
+    windows = make_windows({"web": {"client_calls": 100}, "cart": {"client_calls": 100}})
+    anomalies = anomalies_frame(
+        anomaly("cart", "latency_p95_ms", 0, 20, value=400, expected=40),
+        anomaly("web", "latency_p95_ms", 0, 20, value=450, expected=60, score=6),
+    )
+    deploys = deployments(("cfg-1", "cart", -2, "config"))
+    result = rank([defect("D1", "web", defect_type="latency_regression")], windows=windows, anomalies=anomalies,
+                  graph=graph, deploys=deploys)
+    best = top(result, "D1")
+    assert (best["service"], best["cause_kind"], best["change_id"]) == ("cart", "config_change", "cfg-1")
+
+
+def test_traffic_surge_is_ranked_as_traffic_not_as_a_code_defect():
+    graph = make_graph([("edge", "shop"), ("shop", "shop-db")], datastores=("shop-db",))
+    surge = (0, "requests", 300)
+    windows = make_windows({
+        "edge": {"requests": 100, "client_calls": 100, "changes": [surge, (0, "client_calls", 300)]},
+        "shop": {"requests": 100, "client_calls": 100, "changes": [surge, (0, "client_calls", 300)]},
+    })
+    anomalies = anomalies_frame(
+        anomaly("edge", "requests", 0, 20, value=300, expected=100, score=6),
+        anomaly("shop", "requests", 0, 20, value=300, expected=100, score=6),
+        anomaly("shop", "latency_p95_ms", 1, 20, value=300, expected=40, score=7),
+    )
+    # a routine deploy on the slow service earlier must not turn the surge into a code defect
+    deploys = deployments(("chg-shop", "shop", -12, "code"))
+    result = rank([defect("D1", "shop", start=1, defect_type="latency_regression")], windows=windows,
+                  anomalies=anomalies, graph=graph, deploys=deploys)
+    best = top(result, "D1")
+    assert best["service"] == "edge"
+    assert best["cause_kind"] == "traffic_surge"
+    assert best["change_id"] is None
+    assert json.loads(best["evidence"])["traffic_ratio"] == pytest.approx(3.0, rel=0.05)
+
+
+def test_blind_dependency_known_only_from_catalog_and_metrics():
+    # fraud-scoring emits no traces and no logs: only the catalog says payments depends on it
+    graph = make_graph([("checkout", "payments"), ("payments", "ledger")],
+                       catalog_only=(("payments", "fraud-scoring"),), untraced=("fraud-scoring",))
+    windows = make_windows({
+        "checkout": {"client_calls": 100, "changes": [(0, "client_errors", 40)]},
+        "payments": {"client_calls": 200, "changes": [(0, "client_errors", 90)]},
+        "ledger": {},
+        # platform metrics only: no requests, no logs, restarts while it crash-loops
+        "fraud-scoring": {"requests": 0, "log_count": 0, "changes": [(0, "restarts", 1)]},
+    })
+    anomalies = anomalies_frame(
+        anomaly("payments", "error_rate", 0, 20, score=10),
+        anomaly("checkout", "error_rate", 0, 20, score=7),
+    )
+    result = rank([defect("D1", "checkout"), defect("D2", "payments")], windows=windows, anomalies=anomalies,
+                  graph=graph)
+    best = top(result, "D1")
+    assert best["service"] == "fraud-scoring"
+    assert best["cause_kind"] == "infrastructure"
+    evidence = json.loads(best["evidence"])
+    assert evidence["blind_spot"] is True
+    assert evidence["path_from_defect"][-1]["evidence"] == ["catalog"]
+    assert evidence["restarts"] >= 1  # its platform metrics are part of the evidence
+    assert top(result, "D2")["service"] == "fraud-scoring"
+    # without even metrics, the failing outgoing calls of its callers point at it
+    silent = windows.filter(pl.col("service") != "fraud-scoring")
+    result = rank([defect("D1", "checkout"), defect("D2", "payments")], windows=silent, anomalies=anomalies,
+                  graph=graph)
+    best = top(result, "D2")
+    assert best["service"] == "fraud-scoring"
+    assert {i["reason"] for i in json.loads(best["evidence"])["implicated_by"]} == {"blind_dependency"}
+
+
+def test_memory_saturation_is_resource_exhaustion():
+    graph = make_graph([("web", "reports"), ("web", "users")])
+    windows = make_windows({
+        "web": {"client_calls": 100, "changes": [(0, "client_errors", 20)]},
+        "reports": {"memory": 4e8, "changes": [(-20, "memory_bytes", lambda i: 4e8 * (1 + 0.04 * max(0, i - 70))),
+                                               (0, "restarts", 1)]},
+        "users": {},
+    })
+    anomalies = anomalies_frame(
+        anomaly("reports", "memory_bytes", -12, 20, value=1.2e9, expected=4e8, score=9),
+        anomaly("reports", "error_rate", 0, 20, score=8),
+        anomaly("web", "error_rate", 1, 20, score=6),
+    )
+    deploys = deployments(("chg-leak", "reports", -25, "code"))
+    result = rank([defect("D1", "web", start=1)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys)
+    best = top(result, "D1")
+    assert best["service"] == "reports"
+    assert best["cause_kind"] == "resource_exhaustion"
+    assert best["change_id"] == "chg-leak"  # the release that started the leak is named with it
+    assert json.loads(best["evidence"])["memory_ratio"] > 1.3
+
+
+def test_error_text_naming_a_freshly_deployed_dependency_moves_the_blame():
+    # the callee stays healthy (it answers 200 with a changed contract); its caller fails to read it
+    graph = make_graph([("storefront", "pricing"), ("storefront", "stock")])
+    windows = make_windows({"storefront": {"client_calls": 200}, "pricing": {}, "stock": {}})
+    anomalies = anomalies_frame(anomaly("storefront", "error_rate", 0, 20, score=10))
+    log_events = pl.DataFrame([
+        {"service": "storefront", "timestamp": T0 + timedelta(minutes=m, seconds=5), "level": "ERROR",
+         "template_id": "t-new", "template": "cannot decode PricingResponse.amount: want number got <*>",
+         "body": "cannot decode PricingResponse.amount: want number got object"} for m in range(0, 15)
+    ] + [
+        {"service": "storefront", "timestamp": T0 - timedelta(minutes=m), "level": "ERROR",
+         "template_id": "t-old", "template": "timeout talking to stock", "body": "timeout talking to stock"}
+        for m in range(5, 40, 5)
+    ])
+    deploys = deployments(("chg-pricing", "pricing", -2, "code"))
+    result = rank([defect("D1", "storefront")], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, log_events=log_events)
+    best = top(result, "D1")
+    assert (best["service"], best["cause_kind"], best["change_id"]) == ("pricing", "code_change", "chg-pricing")
+    reasons = {i["reason"] for i in json.loads(best["evidence"])["implicated_by"]}
+    assert "named_in_errors" in reasons
+
+
+def test_markdown_escapes_hostile_telemetry_text():
+    hostile = "<script>alert(1)</script> [click](http://evil.example) | `rm -rf` **bold** &amp;"
+    graph = make_graph([("web", "api")])
+    windows = make_windows({"web": {"client_calls": 10}, "api": {}})
+    anomalies = anomalies_frame(anomaly("api", "error_rate", 0, 10))
+    log_events = pl.DataFrame([{"service": "api", "timestamp": T0 + timedelta(minutes=1), "level": "ERROR",
+                                "template_id": "t1", "template": hostile, "body": hostile}])
+    result = rank([defect("D1", "web", title=hostile)], windows=windows, anomalies=anomalies, graph=graph,
+                  log_events=log_events)
+    text = top(result, "D1")["explanation"]
+    assert "New error templates" in text
+    assert "<script>" not in text and "\\<script\\>" in text
+    assert "[click](" not in text and "\\[click\\]\\(" in text
+    unescaped = re.compile(r"(?<!\\)[`*&]")  # a backtick, star or ampersand without a backslash
+    assert not unescaped.search(text.split("\n")[0])
+    assert "\n" not in text.split("\n")[0]  # the title stays on one line
+    assert rca.explain_markdown({"defect_id": "D9"}, rca.empty_root_causes()).startswith("### Root cause")
+
+
+def test_calibration_is_monotone_and_fits_labels():
+    default = rca.calibrate([0.1, 0.5, 0.9])
+    assert default.method == "logistic-default"
+    low, mid, high = default.predict([0.1, 0.5, 0.9])
+    assert low < mid < high and mid == pytest.approx(0.5)
+    rng = np.random.default_rng(1)
+    scores = rng.random(400)
+    labels = (rng.random(400) < scores**2).astype(int)  # true chance score^2: default would be wrong
+    fitted = rca.calibrate(scores, labels)
+    assert fitted.method == "isotonic"
+    predicted = fitted.predict(np.array([0.2, 0.5, 0.9]))
+    assert np.all(np.diff(predicted) >= 0)
+    assert predicted[1] == pytest.approx(0.25, abs=0.12)
+    assert rca.Calibrator.from_dict(fitted.to_dict()).predict([0.5])[0] == pytest.approx(predicted[1])
+    assert rca.calibrate([0.2, 0.8], [1, 1]).method == "logistic-default"  # one kind of label: no fit
+    with pytest.raises(rca.RcaInputError, match="labels"):
+        rca.calibrate([0.1, 0.2], [1])
+
+
+def test_every_ranking_yields_one_decision_log_row_and_feedback_calibrates():
+    from qa_assets.lib import governance
+
+    graph = make_graph([("web", "api")])
+    windows = make_windows({"web": {"client_calls": 10}, "api": {}})
+    anomalies = anomalies_frame(anomaly("api", "error_rate", 0, 10), anomaly("web", "error_rate", 0, 10))
+    result = rank([defect("D1", "web"), defect("D2", "api")], windows=windows, anomalies=anomalies, graph=graph)
+    log = rca.decision_log_rows(result, decided_at=T0, feature_set_id="fs-test",
+                                input_partitions=["2026-03-04T10"], input_row_counts={"defects": 2},
+                                code_version_text="test")
+    assert log.schema == pl.Schema(governance.DECISION_LOG)
+    assert sorted(log["subject_id"].to_list()) == ["D1", "D2"]
+    assert set(log["status"]) == {"proposed"}
+    assert log["outcome"].str.starts_with("api:").all()
+    assert log["model_name"].unique().to_list() == [rca.MODEL_NAME]
+    again = rca.decision_log_rows(result, feature_set_id="fs-test", input_partitions=["2026-03-04T10"],
+                                  code_version_text="test")
+    assert again["decision_id"].sort().to_list() == log["decision_id"].sort().to_list()  # re-run: same ids
+    # a reviewer corrects D1's root to web and approves D2: labelled scores for calibrate
+    feedback = pl.DataFrame({"defect_id": ["D1", "D2"], "decision": ["correct", "approve"],
+                             "root_cause_service": ["web", None], "at": [T0, T0]})
+    scores, labels = rca.feedback_labels(result, feedback)
+    by_defect = result.sort("defect_id", "rank")
+    expected = [int(s == "web") for s in by_defect.filter(pl.col("defect_id") == "D1")["service"]] + \
+               [int(r == 1) for r in by_defect.filter(pl.col("defect_id") == "D2")["rank"]]
+    assert sorted(labels.tolist()) == sorted(expected) and len(scores) == len(labels)
+
+
+def test_bad_inputs_fail_with_a_clear_message():
+    with pytest.raises(rca.RcaInputError, match="anomalies lacks column"):
+        rca.rank_root_causes(pl.DataFrame([defect("D1", "web")]), windows=make_windows({"web": {}}),
+                             anomalies=pl.DataFrame({"service": ["web"]}), graph=None, deployments=deployments())
+    with pytest.raises(rca.RcaInputError, match="graph must be a networkx"):
+        rca.rank_root_causes(pl.DataFrame([defect("D1", "web")]), windows=make_windows({"web": {}}),
+                             anomalies=anomalies_frame(anomaly("web", "error_rate", 0, 5)), graph={"web": []},
+                             deployments=deployments())
+    empty = rca.rank_root_causes(pl.DataFrame(schema={"defect_id": pl.String, "service": pl.String,
+                                                      "first_seen": pl.Datetime("us"),
+                                                      "last_seen": pl.Datetime("us")}),
+                                 windows=make_windows({"web": {}}), anomalies=anomalies_frame(
+                                     anomaly("web", "error_rate", 0, 5)), graph=None, deployments=deployments())
+    assert empty.height == 0 and empty.schema == pl.Schema(rca.ROOT_CAUSES)
+
+
+def test_names_service_matches_words_not_fragments():
+    assert rca.names_service("Unable to connect to cart-redis:6379", "cart-redis")
+    assert rca.names_service("json: cannot unmarshal RecommendationsResponse.amount", "recommendation")
+    assert not rca.names_service("loading thread pool", "ads")
+    assert not rca.names_service("the cart is empty", "cart-redis")
