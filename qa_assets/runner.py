@@ -50,6 +50,9 @@ def configure(landing: Path, warehouse_path: Path, artifacts: Path, *, settle_se
     resources["landing"] = res.LandingResource(path=str(landing), settle_seconds=settle_seconds)
     resources["warehouse"] = res.WarehouseResource(path=str(warehouse_path))
     resources["artifacts"] = res.ArtifactsResource(path=str(artifacts))
+    # Models live beside the warehouse they were trained on, unless a store is configured.
+    tracking_uri = os.environ.get("QA_ASSETS_MLFLOW_URI") or f"sqlite:///{warehouse_path.parent / 'mlflow.db'}"
+    resources["model_store"] = res.ModelStoreResource(tracking_uri=tracking_uri)
     return resources
 
 

@@ -18,6 +18,7 @@ import duckdb
 from qa_assets.lib import warehouse
 
 DATA_DIR_ENV = "QA_ASSETS_DATA_DIR"
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline: no usage reporting
 
 
 def data_dir() -> Path:
@@ -86,7 +87,27 @@ class ModelStoreResource(dg.ConfigurableResource):
 
     @property
     def artifact_location(self) -> str:
-        return self.artifact_root or str(data_dir() / "mlruns")
+        if self.artifact_root:
+            return self.artifact_root
+        if self.tracking_uri.startswith("sqlite:///"):
+            return str(Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns")
+        return str(data_dir() / "mlruns")
+
+    def champion(self, name: str):
+        """(model, version info) behind name@champion, or None when nothing is registered yet."""
+        from qa_assets.lib import model_registry
+
+        if model_registry.get_version(name, tracking_uri=self.tracking_uri, alias="champion") is None:
+            return None
+        return model_registry.load_model(name, "champion", tracking_uri=self.tracking_uri)
+
+    def register(self, name: str, model, *, params: dict, metrics: dict, feature_set_id: str | None,
+                 training_window: tuple):
+        from qa_assets.lib import model_registry
+
+        return model_registry.log_and_register(
+            name, model, params=params, metrics=metrics, feature_set_id=feature_set_id,
+            training_window=training_window, tracking_uri=self.tracking_uri, artifact_root=self.artifact_location)
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

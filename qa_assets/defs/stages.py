@@ -9,6 +9,9 @@ import dagster as dg
 STAGE_MODULES: dict[str, list[str]] = {
     "telemetry": ["qa_assets.defs.telemetry.assets", "qa_assets.defs.telemetry.checks"],
     "signals": ["qa_assets.defs.signals.assets"],
+    "defects": ["qa_assets.defs.defects.assets"],
+    "root_causes": ["qa_assets.defs.root_causes.assets"],
+    "qa_artifacts": ["qa_assets.defs.qa_artifacts.assets"],
     "automation": ["qa_assets.defs.automation.jobs", "qa_assets.defs.automation.sensors",
                    "qa_assets.defs.automation.schedules"],
 }

@@ -81,7 +81,8 @@ DECISION_LOG: dict[str, pl.DataType] = {
     "rationale": pl.String,
     "status": pl.String,  # one of DECISION_STATUSES
 }
-DECISION_STATUSES = ("proposed", "applied", "approved", "rejected", "reverted")
+# needs_review: below the confidence threshold, or an S1 or a block — waits for a person (escalation).
+DECISION_STATUSES = ("proposed", "needs_review", "applied", "approved", "rejected", "reverted")
 
 FEEDBACK: dict[str, pl.DataType] = {
     "feedback_id": pl.String,  # hash of the record's content: the same record twice has one id

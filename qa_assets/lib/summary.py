@@ -74,6 +74,20 @@ def warehouse_summary(con) -> dict[str, pl.DataFrame]:
             "SELECT source_kind, left(reason, 90) AS reason, count(*) AS records FROM raw.quarantine "
             "GROUP BY ALL ORDER BY records DESC LIMIT 8",
         )
+    if warehouse.table_exists(con, "defects.defects"):
+        out["defects: by type and severity"] = warehouse.read_frame(
+            con,
+            "SELECT defect_type, severity, count(*) AS defects, count(*) FILTER (WHERE status = 'regression') "
+            "AS regressions, count(DISTINCT incident_id) AS incidents FROM defects.defects GROUP BY ALL ORDER BY ALL",
+        )
+    if warehouse.table_exists(con, "rca.root_causes"):
+        out["defects with their most likely root cause"] = warehouse.read_frame(
+            con,
+            "SELECT d.severity, d.service, d.defect_type, strftime(d.first_seen, '%Y-%m-%d %H:%M') AS first_seen, "
+            "r.service AS cause_service, r.cause_kind, left(coalesce(r.change_id, ''), 12) AS change, "
+            "round(r.confidence, 2) AS confidence FROM defects.defects d LEFT JOIN rca.root_causes r "
+            "ON r.defect_id = d.defect_id AND r.rank = 1 ORDER BY d.severity, d.first_seen LIMIT 20",
+        )
     return out
 
 

@@ -1,0 +1,183 @@
+"""Defects stage: scored windows (anomalies), then defects with stable fingerprints, types and severities."""
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from qa_assets.defs.partitions import HOURLY_TAG, hourly_partitions
+from qa_assets.defs.resources import ModelStoreResource, WarehouseResource
+from qa_assets.defs.signals.assets import (
+    GRAPH_EDGES, GRAPH_NODES, LOG_EVENTS, SERVICE_WINDOWS, hour_of, replace_hour,
+)
+from qa_assets.defs.telemetry.assets import RAW_KEYS
+from qa_assets.lib import governance
+from qa_assets.lib import warehouse as wh
+from qa_assets.lib.defects import anomalies as anomaly_lib
+from qa_assets.lib.defects import classify, grouping
+from qa_assets.lib.summary import markdown_table
+
+GROUP = "defects"
+OWNERS = ["team:qa-platform"]
+ANOMALIES = dg.AssetKey(["defects", "anomalies"])
+DEFECTS = dg.AssetKey(["defects", "defects"])
+DETECTOR_MODEL = "qa_assets_window_detector"
+CLASSIFIER_MODEL = "qa_assets_defect_type_classifier"
+HISTORY = timedelta(hours=24)  # trailing windows a bootstrap detector learns from
+PREVIOUS_DEFECTS = timedelta(days=14)  # how far back a returning fingerprint is recognized
+
+
+def detector_for(con, model_store: ModelStoreResource, hour, context) -> tuple[object, str]:
+    """The champion detector; on the very first run, bootstrap one from the trailing history and register it."""
+    found = model_store.champion(DETECTOR_MODEL)
+    if found is not None:
+        model, info = found
+        return model, str(info.version)
+    history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE window_start >= ? AND window_start < ?",
+                            [hour - HISTORY, hour])
+    if history.height == 0:
+        history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE hour = ?", [hour])
+    feature_set = history["feature_set_id"].drop_nulls().first() if history.height else None
+    detector = anomaly_lib.fit_detector(history, feature_set or "unknown")
+    start, end = history["window_start"].min(), history["window_start"].max()
+    info = model_store.register(DETECTOR_MODEL, detector, params=detector.params,
+                                metrics={"training_windows": float(history.height)}, feature_set_id=feature_set,
+                                training_window=(start, end))
+    context.log.info(f"no champion detector yet: bootstrapped version {info.version} on {history.height} windows "
+                     f"({start} – {end})")
+    rows = governance.decision_rows(
+        pl.DataFrame({"subject_id": [f"{DETECTOR_MODEL}/{info.version}"], "outcome": ["champion"],
+                      "confidence": [None], "rationale": ["first version of the detector: bootstrap champion"]},
+                     schema_overrides={"confidence": pl.Float64}),
+        stage="governance", decision="register_model", subject_type="model", model_name=DETECTOR_MODEL,
+        model_version=str(info.version), feature_set_id=feature_set,
+        input_partitions=[hour.strftime("%Y-%m-%d-%H:%M")], input_row_counts={"signals.service_windows": history.height})
+    append_decisions(con, rows)
+    return detector, str(info.version)
+
+
+def append_decisions(con, rows: pl.DataFrame) -> None:
+    """The decision log is append-only; a re-run replaces only rows with the same decision ids."""
+    if rows.height == 0:
+        return
+    wh.ensure_table(con, "governance.decision_log", governance.DECISION_LOG)
+    con.execute("DELETE FROM governance.decision_log WHERE decision_id IN (SELECT unnest(?))",
+                [rows["decision_id"].to_list()])
+    wh.insert(con, "governance.decision_log", rows)
+
+
+@dg.asset(key=ANOMALIES, group_name=GROUP, kinds={"duckdb", "scikit-learn", "mlflow"}, owners=OWNERS, tags=HOURLY_TAG,
+          deps=[SERVICE_WINDOWS, LOG_EVENTS, RAW_KEYS["test_cases"], RAW_KEYS["deployments"]],
+          partitions_def=hourly_partitions, pool="duckdb")
+def anomalies(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+              model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """Score the hour's windows: per-service robust baselines, IsolationForest, new error templates, bursts."""
+    hour = hour_of(context)
+    with warehouse.connect() as con:
+        windows = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE hour = ?", [hour])
+        detector, version = detector_for(con, model_store, hour, context)
+        events = wh.read_frame(con, "SELECT * FROM signals.log_events WHERE hour = ?", [hour])
+        tests = wh.read_frame(con, "SELECT * FROM raw.test_cases WHERE hour = ?", [hour])
+        deployments = wh.read_frame(con, "SELECT * FROM raw.deployments WHERE timestamp >= ? AND timestamp < ?",
+                                    [hour - timedelta(hours=2), hour + timedelta(hours=1)])
+        scored = anomaly_lib.detect(windows, detector, log_events=events, failed_tests=tests, deployments=deployments,
+                                    model_version=version)
+        replace_hour(con, "defects.anomalies", scored.with_columns(pl.lit(hour).cast(pl.Datetime("us")).alias("hour")),
+                     hour)
+        drift = anomaly_lib.drift(detector, windows)
+    flagged = scored.filter(pl.col("is_anomaly"))
+    by_detector = flagged.group_by("detector").agg(pl.len().alias("anomalies")).sort("anomalies", descending=True)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": scored.height, "anomalies": flagged.height,
+        "detector_version": version, "drift_max": float(drift.get("max") or 0.0),
+        "drifted": bool(drift.get("drifted")),
+        "by_detector": dg.MetadataValue.md(markdown_table(by_detector) if by_detector.height else "none"),
+        "top": dg.MetadataValue.md(markdown_table(flagged.sort("score", descending=True).select(
+            "service", "window_start", "detector", "signal", "value", "expected", "score").head(15))
+            if flagged.height else "none"),
+    })
+
+
+@dg.asset_check(asset=ANOMALIES, pool="duckdb", description=(
+    "Drift of the hour's feature distribution against the detector's training window (asks for retraining)."))
+def anomaly_feature_drift(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                          model_store: ModelStoreResource) -> dg.AssetCheckResult:
+    found = model_store.champion(DETECTOR_MODEL)
+    if found is None:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no detector registered yet"})
+    detector, info = found
+    with warehouse.connect(read_only=True) as con:
+        latest = con.execute("SELECT max(hour) FROM signals.service_windows").fetchone()[0]
+        windows = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE hour = ?", [latest])
+    drift = anomaly_lib.drift(detector, windows)
+    return dg.AssetCheckResult(
+        passed=not drift["drifted"], severity=dg.AssetCheckSeverity.WARN,
+        description="features drifted from the training window: retrain the detector" if drift["drifted"] else None,
+        metadata={"max_distance": float(drift.get("max") or 0.0), "feature": str(drift.get("max_feature")),
+                  "threshold": float(drift.get("threshold") or 0.0), "detector_version": str(info.version),
+                  "hour": str(latest)})
+
+
+@dg.asset(key=DEFECTS, group_name=GROUP, kinds={"duckdb", "scikit-learn"}, owners=OWNERS, tags=HOURLY_TAG,
+          deps=[ANOMALIES, LOG_EVENTS, RAW_KEYS["spans"], RAW_KEYS["test_cases"], GRAPH_NODES, GRAPH_EDGES],
+          partitions_def=hourly_partitions, pool="duckdb")
+def defects(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+            model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """Group anomalies, error logs, failed spans and failing tests into defects; classify type and severity."""
+    hour = hour_of(context)
+    end = hour + timedelta(hours=1)
+    partition = hour.strftime("%Y-%m-%d-%H:%M")
+    found = model_store.champion(CLASSIFIER_MODEL)
+    classifier, classifier_version = (found[0], str(found[1].version)) if found else (None, None)
+    with warehouse.connect() as con:
+        wh.ensure_table(con, "defects.defects", grouping.DEFECTS)
+        scored = wh.read_frame(con, "SELECT * FROM defects.anomalies WHERE hour = ?", [hour])
+        events = wh.read_frame(con, "SELECT * FROM signals.log_events WHERE hour = ?", [hour])
+        span_errors = wh.read_frame(
+            con, "SELECT * FROM raw.spans WHERE hour = ? AND (status_code = 'ERROR' OR http_status_code >= 500)", [hour])
+        tests = wh.read_frame(con, "SELECT * FROM raw.test_cases WHERE hour = ?", [hour])
+        edges = wh.read_frame(con, "SELECT * FROM signals.service_graph_edges WHERE hour = ?", [hour]).drop("hour")
+        nodes = wh.read_frame(con, "SELECT * FROM signals.service_graph_nodes WHERE hour = ?", [hour]).drop("hour")
+        windows = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE hour = ?", [hour])
+        deployments = wh.read_frame(con, "SELECT * FROM raw.deployments WHERE timestamp < ?", [end])
+        # Earlier partitions' defects (not this hour's own output, so a re-run starts from the same state).
+        previous = wh.read_frame(con, "SELECT * FROM defects.defects WHERE first_seen < ? AND last_seen >= ?",
+                                 [hour, hour - PREVIOUS_DEFECTS])
+        found_defects = grouping.group_defects(
+            scored, log_events=events, spans_errors=span_errors, failed_tests=tests, graph_edges=edges,
+            previous_defects=previous, hour_end=end, windows=windows, graph_nodes=nodes, deployments=deployments,
+            classifier=classifier, type_model_version=classifier_version)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM defects.defects WHERE defect_id IN (SELECT unnest(?))",
+                        [found_defects["defect_id"].to_list()])
+            wh.insert(con, "defects.defects", found_defects)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        touched = found_defects.filter(pl.col("last_seen") >= hour)
+        decisions = touched.select(
+            pl.col("defect_id").alias("subject_id"),
+            pl.concat_str([pl.col("defect_type"), pl.col("severity")], separator="/").alias("outcome"),
+            "confidence",
+            pl.format("{} defect of {} ({}), severity {}", "defect_type", "service", "title", "severity").alias("rationale"),
+            pl.when(pl.col("confidence") < 0.6).then(pl.lit("needs_review")).otherwise(pl.lit("applied")).alias("status"),
+        )
+        append_decisions(con, governance.decision_rows(
+            decisions, stage="defects", decision="classify_defect", subject_type="defect",
+            model_name=CLASSIFIER_MODEL if classifier is not None else "rules", model_version=classifier_version,
+            feature_set_id=windows["feature_set_id"].drop_nulls().first() if windows.height else None,
+            input_partitions=[partition],
+            input_row_counts={"defects.anomalies": scored.height, "signals.log_events": events.height,
+                              "raw.spans(errors)": span_errors.height, "raw.test_cases": tests.height}))
+    table = touched.sort("severity", "first_seen").select(
+        "defect_id", "service", "defect_type", "severity", "status", "confidence", "title", "first_seen", "last_seen")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": touched.height,
+        "new": int(touched.filter(pl.col("first_seen") >= hour).height),
+        "regressions": int((touched["status"] == "regression").sum()),
+        "incidents": touched["incident_id"].n_unique() if touched.height else 0,
+        "classifier": f"{CLASSIFIER_MODEL} v{classifier_version}" if classifier is not None else "rules (no labels yet)",
+        "defects": dg.MetadataValue.md(markdown_table(table) if table.height else "no defects this hour"),
+    })

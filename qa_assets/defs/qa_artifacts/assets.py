@@ -1,0 +1,186 @@
+"""QA artifacts: regression tests, probes and tickets per defect, the release gate, knowledge base and report.
+
+These run after the hours (unpartitioned): they look at every defect seen so far, regenerate what changed
+(files whose content is unchanged are not rewritten) and keep one file per item with its path in `qa.artifacts`.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from qa_assets.defs.defects.assets import DEFECTS, append_decisions
+from qa_assets.defs.resources import ArtifactsResource, WarehouseResource
+from qa_assets.defs.root_causes.assets import ROOT_CAUSES
+from qa_assets.defs.signals.assets import GRAPH_NODES, SERVICE_WINDOWS
+from qa_assets.defs.telemetry.assets import RAW_KEYS
+from qa_assets.lib import governance
+from qa_assets.lib import warehouse as wh
+from qa_assets.lib.artifacts import release_gate as release_gate_lib
+from qa_assets.lib.artifacts import report as report_lib
+from qa_assets.lib.artifacts import writer
+from qa_assets.lib.artifacts.knowledge_base import KNOWLEDGE_BASE as KB_SCHEMA
+from qa_assets.lib.artifacts.knowledge_base import knowledge_base as build_knowledge_base
+from qa_assets.lib.summary import markdown_table
+
+GROUP = "qa_artifacts"
+OWNERS = ["team:qa-platform"]
+ARTIFACTS = dg.AssetKey(["qa", "artifacts"])
+RELEASE_READINESS = dg.AssetKey(["qa", "release_readiness"])
+KNOWLEDGE_BASE = dg.AssetKey(["qa", "knowledge_base"])
+QA_REPORT = dg.AssetKey(["qa", "report"])
+RECENT = timedelta(hours=48)  # artifacts are regenerated for defects seen this close to the newest data
+
+
+def _feedback(con) -> pl.DataFrame | None:
+    return wh.read_table(con, "raw.feedback") if wh.table_exists(con, "raw.feedback") else None
+
+
+def _replace_all(con, table: str, frame: pl.DataFrame, schema) -> None:
+    wh.ensure_table(con, table, schema)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(wh.statement("DELETE FROM {t}", t=table))
+        wh.insert(con, table, frame)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+@dg.asset(key=ARTIFACTS, group_name=GROUP, kinds={"pytest", "duckdb"}, owners=OWNERS,
+          deps=[DEFECTS, ROOT_CAUSES, RAW_KEYS["spans"], RAW_KEYS["test_cases"], GRAPH_NODES], pool="duckdb")
+def qa_artifacts(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                 artifacts: ArtifactsResource) -> dg.MaterializeResult:
+    """Per defect: a runnable pytest regression test, a blackbox probe, GitHub and Jira ticket payloads."""
+    with warehouse.connect() as con:
+        if not wh.table_exists(con, "defects.defects"):
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "note": "no defects table yet"})
+        newest = con.execute("SELECT max(last_seen) FROM defects.defects").fetchone()[0]
+        if newest is None:
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "note": "no defects yet"})
+        recent = wh.read_frame(con, "SELECT * FROM defects.defects WHERE last_seen >= ?", [newest - RECENT])
+        causes = wh.read_frame(con, "SELECT * FROM rca.root_causes WHERE defect_id IN (SELECT unnest(?))",
+                               [recent["defect_id"].to_list()])
+        start, end = recent["first_seen"].min() - timedelta(hours=1), recent["last_seen"].max() + timedelta(minutes=5)
+        spans = wh.read_frame(con, "SELECT * FROM raw.spans WHERE start_time BETWEEN ? AND ?", [start, end])
+        tests = wh.read_frame(con, "SELECT * FROM raw.test_cases WHERE timestamp BETWEEN ? AND ?",
+                              [start - timedelta(days=2), end])
+        latest_hour = con.execute("SELECT max(hour) FROM signals.service_graph_nodes").fetchone()[0]
+        nodes = wh.read_frame(con, "SELECT * FROM signals.service_graph_nodes WHERE hour = ?", [latest_hour]).drop("hour")
+        index = writer.write_artifacts(artifacts.folder(), recent, causes, spans, tests, nodes=nodes)
+        wh.ensure_table(con, "qa.artifacts", writer.ARTIFACTS)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM qa.artifacts WHERE defect_id IN (SELECT unnest(?))", [recent["defect_id"].to_list()])
+            wh.insert(con, "qa.artifacts", index)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    written = index.filter(pl.col("path").is_not_null())
+    per_kind = index.group_by("kind").agg(pl.col("path").is_not_null().sum().alias("written"),
+                                          pl.col("path").is_null().sum().alias("not_renderable")).sort("kind")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": written.height, "defects": recent.height,
+        "folder": dg.MetadataValue.path(str(artifacts.folder())),
+        "per_kind": dg.MetadataValue.md(markdown_table(per_kind)),
+    })
+
+
+@dg.asset(key=RELEASE_READINESS, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS,
+          deps=[DEFECTS, ROOT_CAUSES, SERVICE_WINDOWS, RAW_KEYS["deployments"], RAW_KEYS["test_cases"]], pool="duckdb")
+def release_readiness(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """pass / warn / block per deployed service version, with reasons; proposals go to the decision log."""
+    with warehouse.connect() as con:
+        deployments = wh.read_table(con, "raw.deployments")
+        if deployments.height == 0:
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "note": "no deployments yet"})
+        defects = wh.read_table(con, "defects.defects") if wh.table_exists(con, "defects.defects") else None
+        causes = wh.read_table(con, "rca.root_causes") if wh.table_exists(con, "rca.root_causes") else None
+        first, last = deployments["timestamp"].min(), deployments["timestamp"].max()
+        windows = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE window_start BETWEEN ? AND ?",
+                                [first - timedelta(hours=1), last + timedelta(hours=1)])
+        tests = wh.read_table(con, "raw.test_cases")
+        decided_at = con.execute("SELECT max(window_start) FROM signals.service_windows").fetchone()[0]
+        gate = release_gate_lib.release_readiness(
+            deployments, defects if defects is not None else pl.DataFrame(schema=writer_defects_schema()),
+            causes if causes is not None else pl.DataFrame(schema=rca_schema()), windows, tests,
+            decided_at=decided_at)
+        _replace_all(con, "qa.release_readiness", gate, release_gate_lib.RELEASE_READINESS)
+        decisions = gate.select(
+            pl.concat_str([pl.col("service"), pl.col("version")], separator="@").alias("subject_id"),
+            pl.col("decision").alias("outcome"), pl.lit(None, dtype=pl.Float64).alias("confidence"),
+            pl.col("reasons").alias("rationale"),
+            # A gate never blocks on its own: blocks wait for a person (qa-assets gate approve|override).
+            pl.when(pl.col("decision") == "block").then(pl.lit("needs_review")).otherwise(pl.lit("proposed"))
+            .alias("status"))
+        append_decisions(con, governance.decision_rows(
+            decisions, stage="qa_artifacts", decision="release_gate", subject_type="service_version",
+            model_name="release_gate", model_version="policy-v1",
+            input_row_counts={"raw.deployments": deployments.height, "defects.defects": 0 if defects is None else defects.height}))
+    counts = gate.group_by("decision").len().sort("decision")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": gate.height,
+        "decisions": dg.MetadataValue.json(dict(zip(counts["decision"], counts["len"], strict=True))),
+        "blocked_or_warned": dg.MetadataValue.md(markdown_table(
+            gate.filter(pl.col("decision") != "pass").select("service", "version", "decision", "reasons").head(20))),
+    })
+
+
+def writer_defects_schema():
+    from qa_assets.lib.defects.grouping import DEFECTS as schema
+
+    return schema
+
+
+def rca_schema():
+    from qa_assets.lib.rca import ROOT_CAUSES as schema
+
+    return schema
+
+
+@dg.asset(key=KNOWLEDGE_BASE, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS,
+          deps=[DEFECTS, ROOT_CAUSES, ARTIFACTS], pool="duckdb")
+def knowledge_base(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Defect → cause → resolution → artifacts, with human corrections from feedback winning."""
+    with warehouse.connect() as con:
+        if not wh.table_exists(con, "defects.defects"):
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0})
+        defects = wh.read_table(con, "defects.defects")
+        causes = wh.read_table(con, "rca.root_causes")
+        index = wh.read_table(con, "qa.artifacts") if wh.table_exists(con, "qa.artifacts") else None
+        kb = build_knowledge_base(defects, causes, _feedback(con), index,
+                                   deployments=wh.read_table(con, "raw.deployments"))
+        _replace_all(con, "qa.knowledge_base", kb, KB_SCHEMA)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": kb.height,
+        "preview": dg.MetadataValue.md(markdown_table(kb.select(
+            "service", "defect_type", "cause_service", "cause_kind", "resolution").head(15))),
+    })
+
+
+@dg.asset(key=QA_REPORT, group_name=GROUP, kinds={"markdown", "matplotlib"}, owners=OWNERS,
+          deps=[KNOWLEDGE_BASE, RELEASE_READINESS, ARTIFACTS], pool="duckdb")
+def qa_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+              artifacts: ArtifactsResource) -> dg.MaterializeResult:
+    """The QA report: MTTD, MTTR, defect leakage, triage accuracy, regression-test coverage, with plots."""
+    with warehouse.connect(read_only=True) as con:
+        if not wh.table_exists(con, "defects.defects"):
+            return dg.MaterializeResult(metadata={"note": "no defects yet"})
+        frames = {name: wh.read_table(con, table) for name, table in (
+            ("defects", "defects.defects"), ("release_readiness", "qa.release_readiness"),
+            ("knowledge_base", "qa.knowledge_base"), ("artifacts", "qa.artifacts")) if wh.table_exists(con, table)}
+        causes = wh.read_table(con, "rca.root_causes")
+        deployments = wh.read_table(con, "raw.deployments")
+        tests = wh.read_table(con, "raw.test_cases")
+        feedback = _feedback(con)
+        generated_at = con.execute("SELECT max(last_seen) FROM defects.defects").fetchone()[0]
+    figures = report_lib.kpis(frames["defects"], causes, deployments, tests, feedback, artifacts=frames.get("artifacts"))
+    path = report_lib.render_report(figures, frames, artifacts.folder("report"), generated_at=generated_at)
+    text = path.read_text(encoding="utf-8")
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.md(text[:60_000]),
+        "path": dg.MetadataValue.path(str(path)),
+        "kpis": dg.MetadataValue.json(figures),
+    })
