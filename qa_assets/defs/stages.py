@@ -12,6 +12,7 @@ STAGE_MODULES: dict[str, list[str]] = {
     "defects": ["qa_assets.defs.defects.assets"],
     "root_causes": ["qa_assets.defs.root_causes.assets"],
     "qa_artifacts": ["qa_assets.defs.qa_artifacts.assets"],
+    "governance": ["qa_assets.defs.governance.assets"],
     "automation": ["qa_assets.defs.automation.jobs", "qa_assets.defs.automation.sensors",
                    "qa_assets.defs.automation.schedules"],
 }
