@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("qa_assets.cli.run", "run the whole asset graph over a landing directory (DESIGN.md §2 formats)"),
     "simulate": ("qa_assets.cli.simulate", "write simulated telemetry with injected faults and a ground-truth file"),
     "templates": ("qa_assets.cli.templates", "mine the log templates of one plain-text log (LineId,EventId,EventTemplate CSV)"),
+    "gate": ("qa_assets.cli.gate", "record a human release-gate decision: approve | override SERVICE VERSION --reason"),
+    "kb": ("qa_assets.cli.gate", "search the knowledge base (defect -> cause -> resolution -> artifacts)"),
 }
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "evaluate": ("measure accuracy on evaluation data (skips what is absent)", {
