@@ -21,6 +21,7 @@ def test_definitions_load_with_every_stage_and_resource():
     from qa_assets.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    repository = defs.get_repository_def()
     assert {"raw/ingested_files", "raw/quarantine", "raw/catalog", "raw/spans", "raw/logs", "raw/metrics",
             "raw/deployments", "raw/test_cases", "signals/log_events", "signals/log_templates",
             "signals/service_calls", "signals/service_graph_nodes", "signals/service_graph_edges",
@@ -28,8 +29,9 @@ def test_definitions_load_with_every_stage_and_resource():
     assert {"hourly_graph", "land_telemetry"} <= {j.name for j in repository.get_all_jobs()}
     assert {"landed_telemetry_sensor", "staged_hours_sensor", "deployment_sensor", "run_failure_alert"} <= {
         s.name for s in repository.sensor_defs}
-    assert {"hourly_graph_schedule"} <= {s.name for s in repository.schedule_defs}
-    repository = defs.get_repository_def()
+    assert {"hourly_graph_schedule", "daily_retraining"} <= {s.name for s in repository.schedule_defs}
+    assert {"defects/anomalies", "defects/defects", "rca/root_causes", "qa/artifacts", "qa/release_readiness",
+            "qa/knowledge_base", "qa/report", "governance/window_detector", "governance/defect_type_classifier"} <= keys
     assert set(repository.get_top_level_resources()) >= {"warehouse", "landing", "artifacts", "model_store"}
     for key in defs.resolve_asset_graph().get_all_asset_keys():
         node = defs.resolve_asset_graph().get(key)
