@@ -43,7 +43,7 @@ rows = 0
 for i, path in enumerate(sorted(p for p in landing.rglob('*') if p.is_file())):
     name = path.name.removesuffix('.gz')
     if name.endswith(('.jsonl', '.json')) and path.parts[-3:][0] != 'deployments':
-        con.execute(f"CREATE OR REPLACE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited', maximum_object_size=268435456)", [str(path)])
+        con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited', maximum_object_size=268435456)", [str(path)])
     elif name.endswith('.log'):
         con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_csv(?, columns={{'line': 'VARCHAR'}}, delim=chr(1), quote='', escape='', header=false)", [str(path)])
     else:

@@ -448,12 +448,15 @@ DB_OPERATIONS = {
 
 def _statement(system: str, operation: str, table: str) -> str | None:
     if system in ("postgresql", "mysql"):
+        # The db.statement attribute a simulated span carries: text for telemetry, never executed.
         placeholder = "$1" if system == "postgresql" else "?"
-        return {
-            "SELECT": f"SELECT id, status, updated_at FROM {table} WHERE id = {placeholder}",
-            "INSERT": f"INSERT INTO {table} (id, payload, created_at) VALUES ({placeholder}, ?, now())",
-            "UPDATE": f"UPDATE {table} SET status = {placeholder}, updated_at = now() WHERE id = ?",
-        }[operation].replace("?", "$2" if system == "postgresql" else "?")
+        shapes = {
+            "SELECT": "SELECT id, status, updated_at FROM {table} WHERE id = {p}",
+            "INSERT": "INSERT INTO {table} (id, payload, created_at) VALUES ({p}, ?, now())",
+            "UPDATE": "UPDATE {table} SET status = {p}, updated_at = now() WHERE id = ?",
+        }
+        return shapes[operation].format(table=table, p=placeholder).replace(
+            "?", "$2" if system == "postgresql" else "?")
     if system == "redis":
         return f"{operation} {table}:?"
     if system == "mongodb":
