@@ -189,9 +189,10 @@ def graph_inputs(con, *, since, end) -> dict:
                                 [end])
     templates = wh.read_frame(
         con,
-        "SELECT service, template_id, any_value(template) AS template, max(level) AS level, count(*) AS count, "
+        # Per level: build_graph keeps the worst level and counts ERROR/FATAL lines itself.
+        "SELECT service, template_id, any_value(template) AS template, level, count(*) AS count, "
         "min(timestamp) AS first_seen, max(timestamp) AS last_seen FROM signals.log_events "
-        "WHERE hour >= ? AND hour < ? AND service IS NOT NULL GROUP BY service, template_id",
+        "WHERE hour >= ? AND hour < ? AND service IS NOT NULL GROUP BY service, template_id, level",
         [since, end])
     metric_services = wh.read_frame(
         con, "SELECT service, min(timestamp) AS first_seen FROM raw.metrics WHERE hour >= ? AND hour < ? "
