@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="1,2", help="hours per run, comma-separated (default 1,2: memory growth)")
     parser.add_argument("--landing", type=Path, default=None, help="measure this landing directory instead")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the simulated landing directories here and reuse them on the next run")
 
 
 def _child(code: str) -> dict:
@@ -42,8 +44,9 @@ started = time.perf_counter()
 rows = 0
 for i, path in enumerate(sorted(p for p in landing.rglob('*') if p.is_file())):
     name = path.name.removesuffix('.gz')
-    if name.endswith(('.jsonl', '.json')) and path.parts[-3:][0] != 'deployments':
-        con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited', maximum_object_size=268435456)", [str(path)])
+    if name.endswith(('.jsonl', '.json')):
+        layout = 'auto' if 'deployments' in path.parts else 'newline_delimited'
+        con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_json(?, format=?, maximum_object_size=268435456)", [str(path), layout])
     elif name.endswith('.log'):
         con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_csv(?, columns={{'line': 'VARCHAR'}}, delim=chr(1), quote='', escape='', header=false)", [str(path)])
     else:
@@ -81,16 +84,19 @@ def main(args: argparse.Namespace) -> int:
     print(f"{os.cpu_count()} CPUs; each side in a fresh subprocess, same run")
     with tempfile.TemporaryDirectory(prefix="qa-assets-bench-ingest-") as tmp:
         scratch = Path(tmp)
+        kept = args.keep.resolve() if args.keep else scratch
         runs: list[tuple[str, Path]] = []
         if args.landing:
             runs.append((str(args.landing), args.landing))
         else:
             for hours in [float(h) for h in args.sizes.split(",")]:
-                landing = scratch / f"landing-{hours:g}h"
-                started = time.perf_counter()
-                simulate(landing, topology="shop", hours=hours, scale=args.scale, seed=args.seed, faults="default",
-                         ground_truth=scratch / f"truth-{hours:g}.json")
-                print(f"simulated {hours:g} h at scale {args.scale} in {time.perf_counter() - started:.1f} s", flush=True)
+                landing = kept / f"landing-{args.scale}-{hours:g}h-seed{args.seed}"
+                if not landing.exists():
+                    started = time.perf_counter()
+                    simulate(landing, topology="shop", hours=hours, scale=args.scale, seed=args.seed, faults="default",
+                             ground_truth=kept / f"truth-{args.scale}-{hours:g}h-seed{args.seed}.json")
+                    print(f"simulated {hours:g} h at scale {args.scale} in {time.perf_counter() - started:.1f} s",
+                          flush=True)
                 runs.append((f"{hours:g} h {args.scale}", landing))
         print(f"\n{'input':<16}{'records':>12}{'ours s':>9}{'rec/s':>12}{'read_json s':>13}{'ratio':>7}"
               f"{'RSS ours MB':>13}{'RSS duckdb MB':>15}")
