@@ -27,25 +27,31 @@ records): one line is one record. Keys are matched ignoring case (and ``-`` vs `
 as flat dotted keys (ECS ``"log.level"``) and one level inside ``log``/``error``/``err``/``exception``/
 ``exc``/``service``/``trace``/``span``/``resource``/``attributes``/``dd``/``otel``/``logger`` objects;
 ``JSON_KEYS`` lists the spellings of each column in order of preference. ``error``/``err``/``exception``
-given as text is the exception message, or its stack when it spans lines. Every key not used goes to
-``attributes`` (a JSON object, nesting kept). Lines that are not valid JSON or not a JSON object are
-quarantined with the parser's reason; the valid lines around them are kept. Blank lines are ``ignored``.
+given as text is the exception message, or its stack when it spans lines. A bare ``version`` key is not
+taken for the service version (GELF and others use it for their own format's version). Every key not used
+goes to ``attributes`` (a JSON object, nesting kept; a less preferred spelling of a used key stays there
+too). Lines that are not valid JSON or not a JSON object are quarantined with the parser's reason; the
+valid lines around them are kept. Blank lines are ``ignored``. Speed: lines are decoded with orjson, and
+records sharing one key set are read column-wise with the key choice made once per key set; records
+with nested objects under those keys, or nulls in chosen keys, are read one by one.
 
 Times (both kinds) are read vectorized: candidate layouts (ISO 8601 with or without ``T``, fraction,
 offset or ``Z``; ``2026-11-02 10:00:00,123``; ``2026/11/02 10:00:00.123456``; ``081109 203615``;
 ``17/06/09 20:10:40``; ``02/Nov/2026:10:00:00 +0000``; ``Nov 2, 2026 10:00:00 PM``; ctime; RFC 1123;
 syslog ``Jun 14 15:16:01``; ``2005-06-03-15.42.50.675872``; epoch seconds/milli/micro/nanoseconds told
-apart by size; ... see ``LAYOUTS``) are tried on a sample of the column, and the one that reads the most
-values parses the column (ties: the one with the fewest backward steps in time, then the list order, so
-``17/06/09`` is year/month/day unless the data says otherwise); values it cannot read get the next best
-layout, then a pass with whitespace, brackets and comma fractions cleaned and time-zone names resolved.
+apart by digit count, nanoseconds cut to microseconds; ... see ``LAYOUTS``) are tried on a sample of
+the column, and the one that reads the most values parses the column (ties: the one with the fewest
+backward steps in time, then the list order, so ``17/06/09`` is year/month/day unless the data says
+otherwise); values it cannot read get the next best layout, then a pass with whitespace, brackets and
+comma fractions cleaned and time-zone names resolved.
 Offsets (``+01:00``, ``-0500``, ``Z``, ``UTC``/``GMT``, unambiguous abbreviations such as ``CET``/``PST``,
 IANA names such as ``Europe/Berlin``) are converted to UTC; times without one are taken as UTC. Ambiguous
 abbreviations (``CST``, ``IST``) are not guessed. A time without a year (syslog) gets the year of
 ``reference_time`` (pass the file's modification time; default: now), or the year before when that
-would put it more than a day after ``reference_time``. A record whose time is missing or unreadable (in
-JSON also: a boolean, an object) is quarantined with a reason naming the value. ``hour`` is the time
-truncated to the hour.
+would put it after the day following the reference day (a log is not written in the future).
+Readings before 1900 or after 2999 are misreadings (chrono's ``%Y`` reads ``17`` as the year 17). A
+record whose time is missing or unreadable (in JSON also: a boolean, an object) is quarantined with a
+reason naming the value. ``hour`` is the time truncated to the hour.
 
 Levels (both kinds) are normalised to TRACE|DEBUG|INFO|WARN|ERROR|FATAL from words (``warning``, ``err``,
 ``erro``, ``crit``, ``critical``, ``severe``, ``notice``, ``fine``, ``panic``, ``DEBUG1``, ...), single
@@ -66,15 +72,18 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter
 
 import orjson
 import polars as pl
 
 from qa_assets.lib.ingest.cdevents import ParseResult
-from qa_assets.lib.ingest.tables import LOGS, QUARANTINE, TS, conform
+from qa_assets.lib.ingest.tables import LOGS, QUARANTINE, TS, conform, empty
 from qa_assets.lib.log_format import LogFormatError, compile_log_format, split_log_lines
 
 SOURCE_KIND = "logs"
@@ -153,12 +162,13 @@ def level_columns(text: pl.Expr, number: pl.Expr, scale: pl.Expr, other_number: 
         .str.to_lowercase()
         .str.replace(r"^debug[1-5]$", "debug")  # PostgreSQL DEBUG1..DEBUG5
     )
-    number = pl.coalesce(number, word.cast(pl.Float64, strict=False))
     level = pl.coalesce(
         word.replace_strict(LEVEL_WORDS, default=None, return_dtype=pl.String),
         numeric_level(number, scale),
         numeric_level(other_number, other_scale),
+        numeric_level(word.cast(pl.Float64, strict=False), scale),
     )
+    number = pl.coalesce(number, pl.when(other_number.is_null()).then(word.cast(pl.Float64, strict=False)))
     sent = pl.coalesce(pl.when(other_scale == "otel").then(other_number), pl.when(scale == "otel").then(number))
     sent = pl.when(sent.is_between(1, 24)).then(sent.cast(pl.Int32, strict=False))
     derived = level.replace_strict(OTEL_SEVERITY, default=None, return_dtype=pl.Int32)
@@ -262,7 +272,20 @@ def epoch_to_datetime(numbers: pl.Series) -> pl.Series:
 
 def _strptime_expr(text: pl.Expr, layout: Layout, year: int) -> pl.Expr:
     if layout is EPOCH:
-        parsed = pl.when(text.str.contains(_EPOCH_TEXT)).then(_epoch_expr(text.cast(pl.Float64, strict=False)))
+        # whole numbers exactly (a float cannot hold nanoseconds since 1970), fractions as floats
+        digits = text.str.len_bytes()
+        whole = text.cast(pl.Int64, strict=False)
+        exact = (
+            pl.when(digits <= 10).then(whole * 1_000_000)
+            .when(digits <= 13).then(whole * 1_000)
+            .when(digits <= 16).then(whole)
+            .otherwise(whole // 1_000)
+        ).cast(TS)
+        parsed = (
+            pl.when(~text.str.contains(_EPOCH_TEXT)).then(None)
+            .when(whole.is_not_null()).then(exact)
+            .otherwise(_epoch_expr(text.cast(pl.Float64, strict=False)))
+        )
     else:
         chrono = layout.chrono
         if layout.year_less:
@@ -535,7 +558,7 @@ def _quarantine(frame: pl.DataFrame, source_file: str) -> pl.DataFrame:
 
 
 def _empty_result(ignored: int = 0) -> ParseResult:
-    return ParseResult(conform(pl.DataFrame(), LOGS), conform(pl.DataFrame(), QUARANTINE), 0, ignored)
+    return ParseResult(empty(LOGS), empty(QUARANTINE), 0, ignored)
 
 
 def _quoted(value: pl.Expr, limit: int = 120) -> pl.Expr:
@@ -722,14 +745,14 @@ def parse_text_log(
     extra = [_orphan_quarantine(orphans, log_format, service, source_file)] if orphans.height else []
     records_read = headers.height + (1 if orphans.height else 0)
     if headers.height == 0:
-        return ParseResult(conform(pl.DataFrame(), LOGS), pl.concat(extra), records_read)
+        return ParseResult(empty(LOGS), pl.concat(extra), records_read)
     headers = headers.join(continuation, on="_record", how="left", maintain_order="left")
 
     candidate = _choose_time_candidate(headers, roles, reference) if roles.time_candidates else None
     if candidate is None:
         time_text = pl.lit(None, dtype=pl.String)
         reason = pl.lit(
-            f"the log_format {log_format!r} has no time field, so the record cannot be placed in an hour; "
+            f"the log_format '{log_format}' has no time field, so the record cannot be placed in an hour; "
             "name the time fields <Date> <Time> (or <Timestamp>) in the service's log_format"
         )
     else:
@@ -793,7 +816,7 @@ def _orphan_quarantine(orphans: pl.DataFrame, log_format: str, service: str, sou
         else "at the start of this read of the file (the record they continue may be in the part read before)"
     )
     reason = (
-        f"{span} {where} do not match the log_format {log_format!r} of service {service!r} and follow no line "
+        f"{span} {where} do not match the log_format '{log_format}' of service {service!r} and follow no line "
         "that does, so they belong to no record; check that the log_format fits the file"
     )
     excerpt = "\n".join(orphans.get_column("line").head(50).to_list())
@@ -817,8 +840,8 @@ JSON_KEYS: dict[str, tuple[str, ...]] = {
               "severity_text", "severitytext", "@l", "@level", "syslog.severity"),
     "severity_number": ("severity_number", "severitynumber", "levelno", "level_value", "levelvalue",
                         "priority"),
-    "body": ("msg", "message", "@m", "body", "log", "text", "short_message", "event", "@mt",
-             "full_message", "textpayload"),
+    "body": ("msg", "message", "@m", "renderedmessage", "body", "log", "text", "short_message", "event",
+             "@mt", "messagetemplate", "full_message", "textpayload"),
     "component": ("logger", "logger_name", "loggername", "log.logger", "logger.name", "name", "component",
                   "category", "sourcecontext", "source_context", "caller", "module", "class"),
     "trace_id": ("trace_id", "traceid", "trace.id", "dd.trace_id", "oteltraceid", "otel.trace_id",
@@ -828,7 +851,7 @@ JSON_KEYS: dict[str, tuple[str, ...]] = {
     "service": ("service.name", "service_name", "servicename", "otelservicename", "dd.service",
                 "resource.service.name", "service"),
     "service_version": ("service.version", "service_version", "serviceversion", "otelserviceversion",
-                        "dd.version", "resource.service.version", "version", "app_version"),
+                        "dd.version", "resource.service.version", "app_version"),
     "error": ("error", "err", "exception", "exc", "@x", "exc_info", "exc_text"),
     "exception_type": ("error.type", "error.kind", "error.name", "error.class", "err.type", "err.name",
                        "err.kind", "exception.type", "exception.class", "exception.name", "exc.type",
@@ -887,117 +910,302 @@ def _json_kind(value: object) -> str:
     return "an object"
 
 
-def _decode_json_lines(texts: list[str]) -> dict[str, list]:
-    """Per line: the chosen value of every column (or the reason the line is not a record)."""
-    out: dict[str, list] = {name: [] for name in (
-        "_row", "_problem", "_time_text", "_time_number", "_time_problem", "severity_text", "_level_number",
-        "_level_scale", "_otel_number", "_sevnum_scale", "attributes", *_TEXT_FIELDS)}
-    slots: dict[str, tuple[int, int] | None] = {}
-    loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
-    n_fields = len(_FIELDS)
-    for row, text in enumerate(texts):
-        if not text.strip():
+def _time_parts(value: object, key: str) -> tuple[str | None, float | None, str | None]:
+    """(text, number, problem) of a time value."""
+    kind = type(value)
+    if kind is str:
+        return value, None, None
+    if kind is int or kind is float:
+        return None, float(value), None
+    if kind is dict and type(value.get("epochSecond")) in (int, float):  # log4j2 JSON layout `instant`
+        return None, float(value["epochSecond"]) + float(value.get("nanoOfSecond") or 0) / 1e9, None
+    return None, None, f"the time key {key!r} holds {_json_kind(value)} ({_as_text(value)[:80]}), not a time"
+
+
+def _number(value: object) -> float | None:
+    kind = type(value)
+    if kind is int or kind is float:
+        return float(value)
+    if kind is str:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _scale(key: str | None) -> str | None:
+    return None if key is None else _SCALES.get(key.lower().replace("-", "_"))
+
+
+def _row_values(held: list, rest: dict) -> list:
+    """The value columns (``_JSON_COLUMNS[2:]``) of one record from its chosen (rank, value, key) per column."""
+    time_entry, level_entry, sevnum_entry = held[_J_TIME], held[_J_LEVEL], held[_J_SEVNUM]
+    time_parts = (None, None, None) if time_entry is None else _time_parts(time_entry[1], time_entry[2])
+    level_value = None if level_entry is None else level_entry[1]
+    sevnum_value = None if sevnum_entry is None else sevnum_entry[1]
+    level_text = _as_text(level_value) if level_entry is not None else _as_text(sevnum_value)
+    level_number = float(level_value) if type(level_value) in (int, float) else None
+    return [
+        *time_parts,
+        level_text,
+        level_number,
+        _scale(None if level_entry is None else level_entry[2]),
+        _number(sevnum_value),
+        _scale(None if sevnum_entry is None else sevnum_entry[2]),
+        orjson.dumps(rest).decode(),
+        *[None if held[_FIELD_INDEX[name]] is None else _as_text(held[_FIELD_INDEX[name]][1])
+          for name in _TEXT_FIELDS],
+    ]
+
+
+def _decode_record(doc: dict, slots: dict) -> list:
+    """One record, key by key (nested objects, nulls, unusual shapes)."""
+    held: list = [None] * len(_FIELDS)  # per column: (rank, value, key)
+    rest: dict = {}
+
+    def hold(slot: tuple[int, int], value: object, key: str) -> None:
+        index, rank = slot
+        current = held[index]
+        if current is None or rank < current[0]:
+            if current is not None:  # a less preferred spelling stays in the attributes
+                rest[current[2]] = current[1]
+            held[index] = (rank, value, key)
+        else:
+            rest[key] = value
+
+    for key, value in doc.items():
+        if type(value) is dict and key.lower() in JSON_CONTAINERS:
+            kept = {}
+            for child, child_value in value.items():
+                path = f"{key}.{child}"
+                slot = slots.get(path, False)
+                if slot is False:
+                    slot = slots[path] = _slot(path)
+                if slot is None or child_value is None:
+                    kept[child] = child_value
+                else:
+                    hold(slot, child_value, path)
+            if kept:
+                rest[key] = kept
             continue
-        out["_row"].append(row)
+        slot = slots.get(key, False)
+        if slot is False:
+            slot = slots[key] = _slot(key)
+        if slot is None or value is None:
+            rest[key] = value
+        else:
+            hold(slot, value, key)
+    return _row_values(held, rest)
+
+
+_PLAIN = frozenset({str, int, float, type(None)})  # values polars turns into text as _as_text does
+
+
+def _text_series(name: str, values: list) -> pl.Series:
+    if set(map(type, values)) <= _PLAIN:
+        return pl.Series(name, values, dtype=pl.String, strict=False)
+    return pl.Series(name, [v if type(v) is str else _as_text(v) for v in values], dtype=pl.String)
+
+
+def _number_series(name: str, values: list, *, text_too: bool) -> pl.Series:
+    """Numbers as floats; numeric text too when `text_too`; anything else (booleans included) null."""
+    types = set(map(type, values))
+    if not types & ({int, float, str} if text_too else {int, float}):
+        return pl.repeat(None, len(values), dtype=pl.Float64, eager=True).alias(name)
+    if types <= {int, float, type(None)} or (text_too and types <= {int, float, str, type(None)}):
+        return pl.Series(name, values, dtype=pl.Float64, strict=False)
+    convert = _number if text_too else (lambda v: float(v) if type(v) in (int, float) else None)
+    return pl.Series(name, [convert(v) for v in values], dtype=pl.Float64)
+
+
+_JSON_SCALAR_TYPES = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+
+
+def _attributes(keys: tuple, consumed: set[str], docs: list[dict]) -> pl.Series:
+    """The keys not used, as JSON object text: by polars when every left key holds one scalar type,
+    else each object is serialized on its own."""
+    rest = [key for key in keys if key not in consumed]
+    if not rest:
+        return pl.repeat("{}", len(docs), dtype=pl.String, eager=True).alias("attributes")
+    columns = []
+    for key in rest:
+        values = list(map(itemgetter(key), docs))
+        types = set(map(type, values)) - {type(None)}
+        dtype = _JSON_SCALAR_TYPES.get(types.pop()) if len(types) == 1 else (pl.String if not types else None)
+        if dtype is None:
+            break
+        try:
+            columns.append(pl.Series(key, values, dtype=dtype))
+        except (OverflowError, TypeError, ValueError, pl.exceptions.PolarsError):
+            break
+    else:
+        return pl.DataFrame(columns).select(pl.struct(pl.all()).struct.json_encode().alias("attributes")).to_series()
+    for key in consumed:
+        deque(map(dict.pop, docs, repeat(key, len(docs))), maxlen=0)
+    return pl.Series("attributes", list(map(orjson.dumps, docs)), dtype=pl.Binary).cast(pl.String)
+
+
+def _decode_shape(keys: tuple, docs: list[dict], slots: dict) -> tuple[dict[str, pl.Series], list[int]]:
+    """Columns for records that share one key set, with the key -> column choice made once; positions of
+    records that need ``_decode_record`` (an object under a container key, a null in a chosen key)."""
+    best: dict[int, tuple[int, str]] = {}
+    for key in keys:
+        slot = slots.get(key, False)
+        if slot is False:
+            slot = slots[key] = _slot(key)
+        if slot is not None and (slot[0] not in best or slot[1] < best[slot[0]][0]):
+            best[slot[0]] = (slot[1], key)
+    chosen = {index: key for index, (_, key) in best.items()}
+    column = {key: list(map(itemgetter(key), docs)) for key in chosen.values()}
+    slow: set[int] = set()
+    for key in keys:
+        if key.lower() in JSON_CONTAINERS and dict in set(map(type, column.get(key) or map(itemgetter(key), docs))):
+            slow.update(i for i, doc in enumerate(docs) if type(doc[key]) is dict)
+    for key, values in column.items():
+        if None in values:
+            slow.update(i for i, value in enumerate(values) if value is None)
+    if slow:
+        docs = [doc for i, doc in enumerate(docs) if i not in slow]
+        column = {key: list(map(itemgetter(key), docs)) for key in chosen.values()}
+    n = len(docs)
+
+    def constant(name: str, value: object, dtype: pl.DataType) -> pl.Series:
+        return pl.repeat(value, n, dtype=dtype, eager=True).alias(name)
+
+    out: dict[str, pl.Series] = {}
+    time_key = chosen.get(_J_TIME)
+    time_types = set(map(type, column[time_key])) if time_key else set()
+    if not time_key:
+        out["_time_text"] = constant("_time_text", None, pl.String)
+        out["_time_number"] = constant("_time_number", None, pl.Float64)
+        out["_time_problem"] = constant("_time_problem", None, pl.String)
+    elif time_types <= {str} or time_types <= {int, float}:
+        textual = time_types <= {str}
+        out["_time_text"] = pl.Series("_time_text", column[time_key] if textual else [None] * n, dtype=pl.String)
+        out["_time_number"] = pl.Series("_time_number", [None] * n if textual else column[time_key],
+                                        dtype=pl.Float64, strict=False)
+        out["_time_problem"] = constant("_time_problem", None, pl.String)
+    else:
+        parts = [_time_parts(v, time_key) for v in column[time_key]]
+        out["_time_text"] = pl.Series("_time_text", [part[0] for part in parts], dtype=pl.String)
+        out["_time_number"] = pl.Series("_time_number", [part[1] for part in parts], dtype=pl.Float64)
+        out["_time_problem"] = pl.Series("_time_problem", [part[2] for part in parts], dtype=pl.String)
+    level_key, sevnum_key = chosen.get(_J_LEVEL), chosen.get(_J_SEVNUM)
+    if level_key or sevnum_key:
+        out["severity_text"] = _text_series("severity_text", column[level_key or sevnum_key])
+    else:
+        out["severity_text"] = constant("severity_text", None, pl.String)
+    levels = column[level_key] if level_key else None
+    out["_level_number"] = (
+        _number_series("_level_number", levels, text_too=False) if levels is not None
+        else constant("_level_number", None, pl.Float64)
+    )
+    out["_level_scale"] = constant("_level_scale", _scale(level_key), pl.String)
+    out["_otel_number"] = (
+        _number_series("_otel_number", column[sevnum_key], text_too=True) if sevnum_key
+        else constant("_otel_number", None, pl.Float64)
+    )
+    out["_sevnum_scale"] = constant("_sevnum_scale", _scale(sevnum_key), pl.String)
+    for name in _TEXT_FIELDS:
+        key = chosen.get(_FIELD_INDEX[name])
+        out[name] = _text_series(name, column[key]) if key else constant(name, None, pl.String)
+    out["attributes"] = _attributes(keys, set(chosen.values()), docs)
+    return out, sorted(slow)
+
+
+_JSON_COLUMNS = (
+    "_row", "_problem", "_time_text", "_time_number", "_time_problem", "severity_text", "_level_number",
+    "_level_scale", "_otel_number", "_sevnum_scale", "attributes", *_TEXT_FIELDS,
+)
+_SMALL_SHAPE = 16  # key sets seen fewer times than this are decoded record by record
+
+
+def _load_lines(texts: list[str]) -> tuple[list[int], list[object], list[str | None]]:
+    """(row, decoded document or None, problem) per non-blank line."""
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    try:  # the usual case, every line valid: no per-line bookkeeping
+        docs = list(map(loads, texts))
+    except decode_error:
+        pass
+    else:
+        if set(map(type, docs)) == {dict}:
+            return list(range(len(texts))), docs, [None] * len(docs)
+    rows: list[int] = []
+    problems: list[str | None] = []
+    docs = []
+    for row, text in enumerate(texts):
         try:
             doc = loads(text)
         except decode_error as exc:
+            if not text.strip():
+                continue  # blank: not a record
             doc, problem = None, f"not valid JSON ({exc}); each line of a JSON-lines log must be one JSON object"
         else:
             problem = None if type(doc) is dict else (
                 f"the line is {_json_kind(doc)}, not a JSON object; each line of a JSON-lines log must be one object"
             )
-        if problem is not None:
-            out["_problem"].append(problem)
-            for name in out:
-                if name not in ("_row", "_problem"):
-                    out[name].append(None)
+        rows.append(row)
+        docs.append(doc)
+        problems.append(problem)
+    return rows, docs, problems
+
+
+def _shapes(docs: list[object]) -> dict[tuple, list[int]]:
+    """Positions of the objects per key set (in key order)."""
+    if set(map(type, docs)) == {dict}:
+        keys: list[tuple | None] = list(map(tuple, docs))
+    else:
+        keys = [tuple(doc) if type(doc) is dict else None for doc in docs]
+    ids: dict[tuple | None, int] = {}
+    for key in set(keys):
+        ids[key] = len(ids)
+    names = {index: key for key, index in ids.items()}
+    groups = (
+        pl.DataFrame({"shape": list(map(ids.__getitem__, keys))}, schema={"shape": pl.Int64})
+        .with_row_index("position")
+        .group_by("shape")
+        .agg("position")
+    )
+    return {
+        names[shape]: positions
+        for shape, positions in zip(groups.get_column("shape").to_list(), groups.get_column("position").to_list())
+        if names[shape] is not None
+    }
+
+
+def _decode_json_lines(texts: list[str]) -> pl.DataFrame:
+    """One row per non-blank line: its problem (invalid JSON, not an object) or its chosen values."""
+    rows, docs, problems = _load_lines(texts)
+    slots: dict = {}
+    frames: list[pl.DataFrame] = []
+    one_by_one: list[int] = []
+    for keys, positions in _shapes(docs).items():
+        if len(positions) < _SMALL_SHAPE:
+            one_by_one.extend(positions)
             continue
-        held: list = [None] * n_fields  # per column: (rank, value, key)
-        rest: dict = {}
-        for key, value in doc.items():
-            slot = slots.get(key, False)
-            if slot is False:
-                slot = slots[key] = _slot(key)
-            if type(value) is dict and key.lower() in JSON_CONTAINERS:
-                kept = {}
-                for child, child_value in value.items():
-                    path = f"{key}.{child}"
-                    child_slot = slots.get(path, False)
-                    if child_slot is False:
-                        child_slot = slots[path] = _slot(path)
-                    if child_slot is None or child_value is None:
-                        kept[child] = child_value
-                        continue
-                    index, rank = child_slot
-                    current = held[index]
-                    if current is None or rank < current[0]:
-                        if current is not None:
-                            rest[current[2]] = current[1]
-                        held[index] = (rank, child_value, path)
-                    else:
-                        rest[path] = child_value
-                if kept:
-                    rest[key] = kept
-                continue
-            if slot is None or value is None:
-                rest[key] = value
-                continue
-            index, rank = slot
-            current = held[index]
-            if current is None or rank < current[0]:
-                if current is not None:
-                    rest[current[2]] = current[1]
-                held[index] = (rank, value, key)
-            else:
-                rest[key] = value
-        out["_problem"].append(None)
-        # time: text, a number, or why neither
-        time_text = time_number = time_problem = None
-        if held[_J_TIME] is not None:
-            _, value, key = held[_J_TIME]
-            if isinstance(value, str):
-                time_text = value
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                time_number = float(value)
-            elif isinstance(value, dict) and isinstance(value.get("epochSecond"), (int, float)):
-                time_number = float(value["epochSecond"]) + float(value.get("nanoOfSecond") or 0) / 1e9
-            else:
-                time_problem = f"the time key {key!r} holds {_json_kind(value)} ({_as_text(value)[:80]}), not a time"
-        out["_time_text"].append(time_text)
-        out["_time_number"].append(time_number)
-        out["_time_problem"].append(time_problem)
-        level_number = level_scale = None
-        if held[_J_LEVEL] is not None:
-            _, value, key = held[_J_LEVEL]
-            out["severity_text"].append(_as_text(value))
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                level_number = float(value)
-            level_scale = _SCALES.get(key.lower().replace("-", "_"))
-        else:
-            out["severity_text"].append(None)
-        out["_level_number"].append(level_number)
-        out["_level_scale"].append(level_scale)
-        otel_number = sevnum_scale = None
-        if held[_J_SEVNUM] is not None:
-            _, value, key = held[_J_SEVNUM]
-            sevnum_scale = _SCALES.get(key.lower().replace("-", "_"))
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                otel_number = float(value)
-            elif isinstance(value, str):
-                try:
-                    otel_number = float(value)
-                except ValueError:
-                    otel_number = None
-            if held[_J_LEVEL] is None:  # the number is all there is: it is the producer's level text
-                out["severity_text"][-1] = _as_text(value)
-        out["_otel_number"].append(otel_number)
-        out["_sevnum_scale"].append(sevnum_scale)
-        for name in _TEXT_FIELDS:
-            entry = held[_FIELD_INDEX[name]]
-            out[name].append(None if entry is None else _as_text(entry[1]))
-        out["attributes"].append(dumps(rest).decode() if rest else "{}")
-    return out
+        columns, slow = _decode_shape(keys, [docs[p] for p in positions], slots)
+        slow_positions = {positions[i] for i in slow}
+        fast = [p for p in positions if p not in slow_positions] if slow_positions else positions
+        one_by_one.extend(slow_positions)
+        columns["_row"] = pl.Series("_row", [rows[p] for p in fast], dtype=pl.Int64)
+        columns["_problem"] = pl.repeat(None, len(fast), dtype=pl.String, eager=True).alias("_problem")
+        frames.append(pl.DataFrame([columns[name] for name in _JSON_COLUMNS]))
+    value_columns = _JSON_COLUMNS[2:]
+    singles: dict[str, list] = {name: [] for name in _JSON_COLUMNS}
+    for position in sorted(one_by_one):
+        singles["_row"].append(rows[position])
+        singles["_problem"].append(None)
+        for name, value in zip(value_columns, _decode_record(docs[position], slots)):
+            singles[name].append(value)
+    for position, problem in enumerate(problems):
+        if problem is not None:
+            singles["_row"].append(rows[position])
+            singles["_problem"].append(problem)
+            for name in value_columns:
+                singles[name].append(None)
+    frames.append(pl.DataFrame(singles, schema=_JSON_FRAME_SCHEMA))
+    return pl.concat(frames).sort("_row")
 
 
 _JSON_FRAME_SCHEMA = {
@@ -1024,7 +1232,7 @@ def parse_json_log(
     if lines.height == 0:
         return _empty_result()
     reference = _reference(reference_time)
-    decoded = pl.DataFrame(_decode_json_lines(lines.get_column("line").to_list()), schema=_JSON_FRAME_SCHEMA)
+    decoded = _decode_json_lines(lines.get_column("line").to_list())
     ignored = lines.height - decoded.height
     frame = lines.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64)).join(
         decoded, on="_row", how="inner", maintain_order="left"
@@ -1039,8 +1247,7 @@ def parse_json_log(
     ] if invalid.height else []
     records = frame.filter(pl.col("_problem").is_null())
     if records.height == 0:
-        return ParseResult(conform(pl.DataFrame(), LOGS), pl.concat(extra) if extra else conform(
-            pl.DataFrame(), QUARANTINE), frame.height, ignored)
+        return ParseResult(empty(LOGS), pl.concat(extra) if extra else empty(QUARANTINE), frame.height, ignored)
     from_text = parse_time_text(records.get_column("_time_text"), reference_time=reference)
     from_number = epoch_to_datetime(records.get_column("_time_number"))
     records = records.with_columns(pl.coalesce(pl.lit(from_text), pl.lit(from_number)).alias("timestamp"))

@@ -274,11 +274,13 @@ def _parse_line_file(
         if mode is None and lines.height:
             mode = "json" if _is_json_lines(landed.path, lines["line"][0]) else "text"
         if mode == "json":
-            result = parse_json_log(lines, service=landed.service, source_file=source_file)
+            result = parse_json_log(lines, service=landed.service, source_file=source_file,
+                                    reference_time=landed.mtime)
         elif mode == "text":
             log_format = config.log_format_for(landed.service)
+            # The file's modification time dates syslog-style stamps written without a year.
             result = parse_text_log(lines, log_format=log_format, service=landed.service or "unknown",
-                                    source_file=source_file)
+                                    source_file=source_file, reference_time=landed.mtime)
         else:
             result = ParseResult(tables.empty(tables.LOGS), tables.empty(tables.QUARANTINE), 0)
         yield Parsed({"logs": result.accepted}, pl.concat([quarantine, result.quarantine]),
