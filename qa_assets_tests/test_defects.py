@@ -14,17 +14,39 @@ from qa_assets.lib.defects import anomalies, classify, grouping
 
 T0 = datetime(2026, 3, 2, 0, 0)
 WINDOWS_COLUMNS = {
-    "hour": pl.Datetime("us"), "service": pl.String, "window_start": pl.Datetime("us"), "window_minutes": pl.Int32,
-    "feature_set_id": pl.String, "requests": pl.Int64, "errors": pl.Int64, "error_rate": pl.Float64,
-    "latency_p50_ms": pl.Float64, "latency_p95_ms": pl.Float64, "latency_source": pl.String,
-    "client_calls": pl.Int64, "client_errors": pl.Int64, "log_count": pl.Int64, "log_error": pl.Int64,
-    "new_template_count": pl.Int64, "cpu_utilization": pl.Float64, "memory_bytes": pl.Float64,
+    "hour": pl.Datetime("us"),
+    "service": pl.String,
+    "window_start": pl.Datetime("us"),
+    "window_minutes": pl.Int32,
+    "feature_set_id": pl.String,
+    "requests": pl.Int64,
+    "errors": pl.Int64,
+    "error_rate": pl.Float64,
+    "latency_p50_ms": pl.Float64,
+    "latency_p95_ms": pl.Float64,
+    "latency_source": pl.String,
+    "client_calls": pl.Int64,
+    "client_errors": pl.Int64,
+    "log_count": pl.Int64,
+    "log_error": pl.Int64,
+    "new_template_count": pl.Int64,
+    "cpu_utilization": pl.Float64,
+    "memory_bytes": pl.Float64,
     "restarts": pl.Int64,
 }
 
 
-def make_windows(service: str, start: datetime, minutes: int, *, seed: int, requests=50.0, error_rate=0.01,
-                 p95_ms=100.0, memory=2e8) -> pl.DataFrame:
+def make_windows(
+    service: str,
+    start: datetime,
+    minutes: int,
+    *,
+    seed: int,
+    requests=50.0,
+    error_rate=0.01,
+    p95_ms=100.0,
+    memory=2e8,
+) -> pl.DataFrame:
     """Noisy one-minute windows; `requests`, `error_rate` and `p95_ms` may be per-minute arrays."""
     rng = np.random.default_rng(seed)
     level = np.broadcast_to(np.asarray(requests, dtype=float), (minutes,))
@@ -34,16 +56,30 @@ def make_windows(service: str, start: datetime, minutes: int, *, seed: int, requ
     p95 = np.broadcast_to(np.asarray(p95_ms, dtype=float), (minutes,)) * rng.lognormal(0, 0.05, minutes)
     starts = [start + timedelta(minutes=i) for i in range(minutes)]
     calls = rng.poisson(level * 2)
-    return pl.DataFrame({
-        "hour": [s.replace(minute=0) for s in starts], "service": service, "window_start": starts,
-        "window_minutes": 1, "feature_set_id": "test-features", "requests": n, "errors": errors,
-        "error_rate": np.where(n > 0, errors / np.maximum(n, 1), 0.0), "latency_p50_ms": p95 / 3,
-        "latency_p95_ms": p95, "latency_source": "spans", "client_calls": calls,
-        "client_errors": rng.binomial(calls, 0.002), "log_count": rng.poisson(level * 3),
-        "log_error": rng.binomial(rng.poisson(level * 3), 0.005), "new_template_count": 0,
-        "cpu_utilization": 0.2 * rng.lognormal(0, 0.05, minutes), "memory_bytes": memory * rng.lognormal(0, 0.01, minutes),
-        "restarts": 0,
-    }, schema_overrides=WINDOWS_COLUMNS)
+    return pl.DataFrame(
+        {
+            "hour": [s.replace(minute=0) for s in starts],
+            "service": service,
+            "window_start": starts,
+            "window_minutes": 1,
+            "feature_set_id": "test-features",
+            "requests": n,
+            "errors": errors,
+            "error_rate": np.where(n > 0, errors / np.maximum(n, 1), 0.0),
+            "latency_p50_ms": p95 / 3,
+            "latency_p95_ms": p95,
+            "latency_source": "spans",
+            "client_calls": calls,
+            "client_errors": rng.binomial(calls, 0.002),
+            "log_count": rng.poisson(level * 3),
+            "log_error": rng.binomial(rng.poisson(level * 3), 0.005),
+            "new_template_count": 0,
+            "cpu_utilization": 0.2 * rng.lognormal(0, 0.05, minutes),
+            "memory_bytes": memory * rng.lognormal(0, 0.01, minutes),
+            "restarts": 0,
+        },
+        schema_overrides=WINDOWS_COLUMNS,
+    )
 
 
 def history(services=("checkout", "payment"), hours=3, seed=0) -> pl.DataFrame:
@@ -67,8 +103,12 @@ def test_error_spike_over_a_flat_baseline_is_found_and_nothing_else(detector):
     start = T0 + timedelta(hours=3)
     rate = np.full(60, 0.01)
     rate[20:30] = 0.3
-    current = pl.concat([make_windows("checkout", start, 60, seed=11, error_rate=rate),
-                         make_windows("payment", start, 60, seed=12)])
+    current = pl.concat(
+        [
+            make_windows("checkout", start, 60, seed=11, error_rate=rate),
+            make_windows("payment", start, 60, seed=12),
+        ]
+    )
     scored = anomalies.detect(current, detector, model_version="7")
     assert scored.columns == list(anomalies.ANOMALIES)
     errors = flagged(scored, "baseline").filter(pl.col("signal") == "error_rate")
@@ -82,8 +122,12 @@ def test_error_spike_over_a_flat_baseline_is_found_and_nothing_else(detector):
 
 
 def test_noise_is_not_flagged(detector):
-    current = pl.concat([make_windows("checkout", T0 + timedelta(hours=3), 60, seed=21),
-                         make_windows("payment", T0 + timedelta(hours=3), 60, seed=22)])
+    current = pl.concat(
+        [
+            make_windows("checkout", T0 + timedelta(hours=3), 60, seed=21),
+            make_windows("payment", T0 + timedelta(hours=3), 60, seed=22),
+        ]
+    )
     scored = anomalies.detect(current, detector, model_version="1")
     assert flagged(scored).filter(pl.col("detector") != "isolation_forest").height == 0
     forest = scored.filter(pl.col("detector") == "isolation_forest")
@@ -117,9 +161,14 @@ def test_step_right_after_a_deploy_carries_the_change(detector):
     p95 = np.full(60, 100.0)
     p95[30:] = 220.0
     current = make_windows("checkout", start, 60, seed=31, p95_ms=p95)
-    deploys = pl.DataFrame({"service": ["checkout", "payment"], "timestamp": [start + timedelta(minutes=29, seconds=40),
-                                                                              start + timedelta(minutes=5)],
-                            "event_id": ["chg-checkout-42", "chg-payment-1"], "change_kind": ["code", "config"]})
+    deploys = pl.DataFrame(
+        {
+            "service": ["checkout", "payment"],
+            "timestamp": [start + timedelta(minutes=29, seconds=40), start + timedelta(minutes=5)],
+            "event_id": ["chg-checkout-42", "chg-payment-1"],
+            "change_kind": ["code", "config"],
+        }
+    )
     scored = anomalies.detect(current, detector, deployments=deploys, model_version="1")
     latency = flagged(scored, "baseline").filter(pl.col("signal") == "latency_p95_ms")
     assert latency.height >= 25
@@ -131,17 +180,28 @@ def test_step_right_after_a_deploy_carries_the_change(detector):
 def test_new_error_templates_and_failing_tests(detector):
     start = T0 + timedelta(hours=3)
     current = make_windows("checkout", start, 60, seed=41)
-    events = pl.DataFrame({
-        "service": "checkout", "timestamp": [start + timedelta(minutes=10, seconds=i) for i in range(5)]
-        + [start + timedelta(minutes=12)],
-        "level": "ERROR", "template_id": ["t-new"] * 5 + ["t-once"], "template": ["division by zero"] * 5 + ["x <*>"],
-        "is_new_template": [True, True, False, False, False, True], "exception_type": ["ZeroDivisionError"] * 5 + [None],
-    })
-    tests = pl.DataFrame({
-        "service": "payment", "timestamp": [start + timedelta(minutes=3), start + timedelta(minutes=9)],
-        "status": ["failed", "passed"], "name": ["charges twice"] * 2, "classname": ["PaymentTest"] * 2,
-        "version": ["1.2.0"] * 2,
-    })
+    events = pl.DataFrame(
+        {
+            "service": "checkout",
+            "timestamp": [start + timedelta(minutes=10, seconds=i) for i in range(5)]
+            + [start + timedelta(minutes=12)],
+            "level": "ERROR",
+            "template_id": ["t-new"] * 5 + ["t-once"],
+            "template": ["division by zero"] * 5 + ["x <*>"],
+            "is_new_template": [True, True, False, False, False, True],
+            "exception_type": ["ZeroDivisionError"] * 5 + [None],
+        }
+    )
+    tests = pl.DataFrame(
+        {
+            "service": "payment",
+            "timestamp": [start + timedelta(minutes=3), start + timedelta(minutes=9)],
+            "status": ["failed", "passed"],
+            "name": ["charges twice"] * 2,
+            "classname": ["PaymentTest"] * 2,
+            "version": ["1.2.0"] * 2,
+        }
+    )
     scored = anomalies.detect(current, detector, log_events=events, failed_tests=tests, model_version="1")
     novel = flagged(scored, "new_error_template")
     assert novel["template_id"].to_list() == ["t-new"]  # t-once does not recur
@@ -150,7 +210,12 @@ def test_new_error_templates_and_failing_tests(detector):
     assert failing["service"].to_list() == ["payment"] and json.loads(failing["details"][0])["flaky"] is True
     # the first hour of a history has no past: nothing in it is new
     fresh = anomalies.fit_detector(current, "f")
-    assert flagged(anomalies.detect(current, fresh, log_events=events, model_version="1"), "new_error_template").height == 0
+    assert (
+        flagged(
+            anomalies.detect(current, fresh, log_events=events, model_version="1"), "new_error_template"
+        ).height
+        == 0
+    )
 
 
 def test_detector_pickles_and_reports_drift(detector):
@@ -160,11 +225,26 @@ def test_detector_pickles_and_reports_drift(detector):
     assert clone.params["feature_set_id"] == "test-features"
     # drift compares a partition's population (every service) with the training population
     start = T0 + timedelta(hours=3)
-    same = anomalies.drift(clone, pl.concat([make_windows("checkout", start, 60, seed=51),
-                                             make_windows("payment", start, 60, seed=52)]))
-    assert not same["drifted"] and same["max"] < same["threshold"] and set(same["features"]) == set(clone.feature_columns)
-    slower = anomalies.drift(clone, pl.concat([make_windows("checkout", start, 60, seed=53, p95_ms=400.0),
-                                               make_windows("payment", start, 60, seed=54, p95_ms=400.0)]))
+    same = anomalies.drift(
+        clone,
+        pl.concat(
+            [make_windows("checkout", start, 60, seed=51), make_windows("payment", start, 60, seed=52)]
+        ),
+    )
+    assert (
+        not same["drifted"]
+        and same["max"] < same["threshold"]
+        and set(same["features"]) == set(clone.feature_columns)
+    )
+    slower = anomalies.drift(
+        clone,
+        pl.concat(
+            [
+                make_windows("checkout", start, 60, seed=53, p95_ms=400.0),
+                make_windows("payment", start, 60, seed=54, p95_ms=400.0),
+            ]
+        ),
+    )
     assert slower["drifted"] and slower["max_feature"] in ("z_latency_p95", "z_latency_p50")
 
 
@@ -178,84 +258,171 @@ def test_detector_names_bad_input():
 # ------------------------------------------------------------------------------------------- grouping
 
 
-def anomaly_rows(service: str, start: datetime, minutes: int, signal="error_rate", value=0.3, expected=0.01,
-                 detector="baseline", change=None) -> pl.DataFrame:
+def anomaly_rows(
+    service: str,
+    start: datetime,
+    minutes: int,
+    signal="error_rate",
+    value=0.3,
+    expected=0.01,
+    detector="baseline",
+    change=None,
+) -> pl.DataFrame:
     starts = [start + timedelta(minutes=i) for i in range(minutes)]
-    return pl.DataFrame({
-        "hour": [s.replace(minute=0) for s in starts], "service": service, "window_start": starts,
-        "detector": detector, "signal": signal, "value": value, "expected": expected, "score": 12.0,
-        "is_anomaly": True, "after_change_id": change, "model_name": "m", "model_version": "1",
-        "feature_set_id": "f", "template_id": None, "details": "{}",
-    }, schema=anomalies.ANOMALIES)
+    return pl.DataFrame(
+        {
+            "hour": [s.replace(minute=0) for s in starts],
+            "service": service,
+            "window_start": starts,
+            "detector": detector,
+            "signal": signal,
+            "value": value,
+            "expected": expected,
+            "score": 12.0,
+            "is_anomaly": True,
+            "after_change_id": change,
+            "model_name": "m",
+            "model_version": "1",
+            "feature_set_id": "f",
+            "template_id": None,
+            "details": "{}",
+        },
+        schema=anomalies.ANOMALIES,
+    )
 
 
-def error_spans(service: str, start: datetime, minutes: int, exception="ZeroDivisionError", route="/orders",
-                kind="SERVER", peer=None, status=500, per_minute=3) -> pl.DataFrame:
+def error_spans(
+    service: str,
+    start: datetime,
+    minutes: int,
+    exception="ZeroDivisionError",
+    route="/orders",
+    kind="SERVER",
+    peer=None,
+    status=500,
+    per_minute=3,
+) -> pl.DataFrame:
     times = [start + timedelta(minutes=i, seconds=10 * j) for i in range(minutes) for j in range(per_minute)]
-    return pl.DataFrame({
-        "service": service, "kind": kind, "start_time": times, "exception_type": exception,
-        "exception_message": "boom", "status_message": "boom", "http_status_code": status, "http_route": route,
-        "name": f"POST {route}", "peer_service": peer,
-    }, schema_overrides={"http_status_code": pl.Int32, "start_time": pl.Datetime("us"), "peer_service": pl.String,
-                         "exception_type": pl.String})
+    return pl.DataFrame(
+        {
+            "service": service,
+            "kind": kind,
+            "start_time": times,
+            "exception_type": exception,
+            "exception_message": "boom",
+            "status_message": "boom",
+            "http_status_code": status,
+            "http_route": route,
+            "name": f"POST {route}",
+            "peer_service": peer,
+        },
+        schema_overrides={
+            "http_status_code": pl.Int32,
+            "start_time": pl.Datetime("us"),
+            "peer_service": pl.String,
+            "exception_type": pl.String,
+        },
+    )
 
 
-EDGES = pl.DataFrame({"source": ["service:frontend", "service:checkout"], "target": ["service:checkout",
-                                                                                     "datastore:orders-db"],
-                      "edge_type": ["calls", "calls"], "evidence": ["spans", "spans"]})
+EDGES = pl.DataFrame(
+    {
+        "source": ["service:frontend", "service:checkout"],
+        "target": ["service:checkout", "datastore:orders-db"],
+        "edge_type": ["calls", "calls"],
+        "evidence": ["spans", "spans"],
+    }
+)
 
 
 def group(anoms, spans=None, previous=None, hour_end=T0 + timedelta(hours=1), **kw) -> pl.DataFrame:
-    return grouping.group_defects(anoms, log_events=None, spans_errors=spans, failed_tests=kw.pop("tests", None),
-                                  graph_edges=kw.pop("edges", EDGES), previous_defects=previous, hour_end=hour_end, **kw)
+    return grouping.group_defects(
+        anoms,
+        log_events=None,
+        spans_errors=spans,
+        failed_tests=kw.pop("tests", None),
+        graph_edges=kw.pop("edges", EDGES),
+        previous_defects=previous,
+        hour_end=hour_end,
+        **kw,
+    )
 
 
 def test_a_defect_continuing_into_the_next_hour_keeps_its_id():
-    first = group(anomaly_rows("checkout", T0 + timedelta(minutes=45), 15),
-                  error_spans("checkout", T0 + timedelta(minutes=45), 15))
+    first = group(
+        anomaly_rows("checkout", T0 + timedelta(minutes=45), 15),
+        error_spans("checkout", T0 + timedelta(minutes=45), 15),
+    )
     assert first.columns == list(grouping.DEFECTS) and first.height == 1
-    assert first["status"][0] == "open" and first["fingerprint"][0] == "checkout|ZeroDivisionError|/orders"
+    assert (
+        first["status"][0] == "open" and first["fingerprint"][0] == "checkout|ZeroDivisionError: boom|/orders"
+    )
     second_start = T0 + timedelta(hours=1)
-    second = group(anomaly_rows("checkout", second_start, 10), error_spans("checkout", second_start, 10),
-                   previous=first, hour_end=T0 + timedelta(hours=2))
+    second = group(
+        anomaly_rows("checkout", second_start, 10),
+        error_spans("checkout", second_start, 10),
+        previous=first,
+        hour_end=T0 + timedelta(hours=2),
+    )
     assert second["defect_id"].to_list() == first["defect_id"].to_list()
     assert second["first_seen"][0] == T0 + timedelta(minutes=45)
     assert second["last_seen"][0] == second_start + timedelta(minutes=10)
     assert second["status"][0] == "resolved"  # quiet for the last 50 minutes of the hour
     # re-running the partition gives the same rows
-    again = group(anomaly_rows("checkout", second_start, 10), error_spans("checkout", second_start, 10),
-                  previous=first, hour_end=T0 + timedelta(hours=2))
+    again = group(
+        anomaly_rows("checkout", second_start, 10),
+        error_spans("checkout", second_start, 10),
+        previous=first,
+        hour_end=T0 + timedelta(hours=2),
+    )
     assert again.equals(second)
 
 
 def test_a_fingerprint_returning_after_resolution_is_a_regression():
-    first = group(anomaly_rows("checkout", T0 + timedelta(minutes=5), 10), error_spans("checkout", T0 + timedelta(minutes=5), 10))
+    first = group(
+        anomaly_rows("checkout", T0 + timedelta(minutes=5), 10),
+        error_spans("checkout", T0 + timedelta(minutes=5), 10),
+    )
     assert first["status"][0] == "resolved"
     later = T0 + timedelta(hours=2, minutes=50)
-    back = group(anomaly_rows("checkout", later, 10), error_spans("checkout", later, 10), previous=first,
-                 hour_end=T0 + timedelta(hours=3))
+    back = group(
+        anomaly_rows("checkout", later, 10),
+        error_spans("checkout", later, 10),
+        previous=first,
+        hour_end=T0 + timedelta(hours=3),
+    )
     assert back.height == 1
     assert back["status"][0] == "regression" and back["defect_id"][0] != first["defect_id"][0]
     assert back["fingerprint"][0] == first["fingerprint"][0]
     assert json.loads(back["evidence"][0])["regression_of"] == first["defect_id"][0]
     # the regression continues into the next hour under its own id, still a regression until it stops
-    onward = group(anomaly_rows("checkout", T0 + timedelta(hours=3), 50), error_spans("checkout", T0 + timedelta(hours=3), 50),
-                   previous=pl.concat([first, back]), hour_end=T0 + timedelta(hours=4))
-    assert onward["defect_id"].to_list() == back["defect_id"].to_list() and onward["status"][0] == "regression"
+    onward = group(
+        anomaly_rows("checkout", T0 + timedelta(hours=3), 50),
+        error_spans("checkout", T0 + timedelta(hours=3), 50),
+        previous=pl.concat([first, back]),
+        hour_end=T0 + timedelta(hours=4),
+    )
+    assert (
+        onward["defect_id"].to_list() == back["defect_id"].to_list() and onward["status"][0] == "regression"
+    )
 
 
 def test_symptoms_of_one_incident_are_linked_and_unrelated_ones_are_not():
     start = T0 + timedelta(minutes=20)
-    anoms = pl.concat([
-        anomaly_rows("checkout", start, 15),
-        anomaly_rows("frontend", start + timedelta(minutes=1), 14, signal="client_error_rate", value=0.2),
-        anomaly_rows("ads", start + timedelta(minutes=2), 12),  # overlaps in time, no edge to the others
-    ])
-    spans = pl.concat([
-        error_spans("checkout", start, 15, exception="*pgconn.ConnectError"),
-        error_spans("frontend", start, 15, exception=None, kind="CLIENT", peer="checkout", route=None),
-        error_spans("ads", start, 15, exception="java.lang.NullPointerException", route="/ads"),
-    ])
+    anoms = pl.concat(
+        [
+            anomaly_rows("checkout", start, 15),
+            anomaly_rows("frontend", start + timedelta(minutes=1), 14, signal="client_error_rate", value=0.2),
+            anomaly_rows("ads", start + timedelta(minutes=2), 12),  # overlaps in time, no edge to the others
+        ]
+    )
+    spans = pl.concat(
+        [
+            error_spans("checkout", start, 15, exception="*pgconn.ConnectError"),
+            error_spans("frontend", start, 15, exception=None, kind="CLIENT", peer="checkout", route=None),
+            error_spans("ads", start, 15, exception="java.lang.NullPointerException", route="/ads"),
+        ]
+    )
     defects = group(anoms, spans)
     incident = dict(zip(defects["service"].to_list(), defects["incident_id"].to_list(), strict=True))
     assert incident["checkout"] == incident["frontend"] != incident["ads"]
@@ -267,11 +434,14 @@ def test_symptoms_of_one_incident_are_linked_and_unrelated_ones_are_not():
 def test_short_latency_blips_and_load_do_not_open_defects():
     start = T0 + timedelta(minutes=10)
     blip = anomaly_rows("cart", start, 4, signal="latency_p95_ms", value=300.0, expected=100.0)
-    surge = anomaly_rows("catalog", start, 20, signal="latency_p95_ms", value=300.0, expected=100.0).with_columns(
-        pl.lit('{"load_ratio": 2.4}').alias("details"))
+    surge = anomaly_rows(
+        "catalog", start, 20, signal="latency_p95_ms", value=300.0, expected=100.0
+    ).with_columns(pl.lit('{"load_ratio": 2.4}').alias("details"))
     traffic = anomaly_rows("catalog", start, 20, signal="requests", value=120.0, expected=50.0)
     regression = anomaly_rows("currency", start, 20, signal="latency_p95_ms", value=500.0, expected=100.0)
-    after_change = anomaly_rows("email", start, 6, signal="latency_p95_ms", value=300.0, expected=100.0, change="chg-9")
+    after_change = anomaly_rows(
+        "email", start, 6, signal="latency_p95_ms", value=300.0, expected=100.0, change="chg-9"
+    )
     defects = group(pl.concat([blip, surge, traffic, regression, after_change]))
     assert sorted(defects["service"].to_list()) == ["currency", "email"]
     assert set(defects["defect_type"].to_list()) == {"latency_regression"}
@@ -279,13 +449,17 @@ def test_short_latency_blips_and_load_do_not_open_defects():
 
 def test_flaky_and_broken_ci_tests():
     start = T0 + timedelta(minutes=5)
-    tests = pl.DataFrame({
-        "service": ["frontend"] * 3 + ["payment"] * 2, "timestamp": [start + timedelta(minutes=m) for m in (0, 5, 9, 1, 3)],
-        "status": ["failed", "passed", "failed", "failed", "failed"],
-        "name": ["renders cart"] * 3 + ["response matches consumer contract"] * 2, "classname": ["CartTest"] * 3 + [None] * 2,
-        "version": ["2.0.0"] * 3 + ["3.1.0"] * 2,
-        "message": [None] * 3 + ["expected field 'amount' to be a number but got an object"] * 2,
-    })
+    tests = pl.DataFrame(
+        {
+            "service": ["frontend"] * 3 + ["payment"] * 2,
+            "timestamp": [start + timedelta(minutes=m) for m in (0, 5, 9, 1, 3)],
+            "status": ["failed", "passed", "failed", "failed", "failed"],
+            "name": ["renders cart"] * 3 + ["response matches consumer contract"] * 2,
+            "classname": ["CartTest"] * 3 + [None] * 2,
+            "version": ["2.0.0"] * 3 + ["3.1.0"] * 2,
+            "message": [None] * 3 + ["expected field 'amount' to be a number but got an object"] * 2,
+        }
+    )
     defects = group(pl.DataFrame(schema=anomalies.ANOMALIES), tests=tests)
     types = dict(zip(defects["service"].to_list(), defects["defect_type"].to_list(), strict=True))
     assert types == {"frontend": "flaky_test", "payment": "data_validation"}
@@ -313,8 +487,12 @@ RULE_CASES = {
     "latency_regression": features(latency_windows=20, latency_ratio_log2=2.2, latency_only=1),
     "availability": features(error_windows=8, restarts=4, cpu_ratio_log2=-1.5, error_rate_peak=0.5),
     "resource_exhaustion": features(error_windows=3, memory_ratio_log2=0.8, restarts=2, kw_resource=0.6),
-    "dependency_failure": features(error_windows=9, client_failure_share=0.95, kw_dependency=0.9, error_rate_peak=0.4),
-    "config_error": features(error_windows=10, error_rate_peak=0.8, kw_config=0.9, after_change=1, after_config_change=1),
+    "dependency_failure": features(
+        error_windows=9, client_failure_share=0.95, kw_dependency=0.9, error_rate_peak=0.4
+    ),
+    "config_error": features(
+        error_windows=10, error_rate_peak=0.8, kw_config=0.9, after_change=1, after_config_change=1
+    ),
     "data_validation": features(error_windows=5, error_rate_peak=0.5, kw_validation=0.8),
     "flaky_test": features(test_evidence=1, test_flaky=1),
 }
@@ -325,11 +503,16 @@ def test_rules_give_each_type():
     kinds, confidence = classify.rule_type(frame)
     assert kinds.to_list() == list(RULE_CASES)
     assert ((confidence > 0.5) & (confidence <= 1)).all()
-    # a blind datastore seen failing through its callers is a dependency failure; a blind service, availability
-    blind = pl.DataFrame([features(error_windows=5, blind_service=1, datastore=1), features(error_windows=5, blind_service=1)])
+    # a blind datastore seen failing through its callers is a dependency failure; a blind service is an
+    # availability defect
+    blind = pl.DataFrame(
+        [features(error_windows=5, blind_service=1, datastore=1), features(error_windows=5, blind_service=1)]
+    )
     assert classify.rule_type(blind)[0].to_list() == ["dependency_failure", "availability"]
     # errors explained by failing calls right after a config change stay a dependency failure
-    caller = pl.DataFrame([features(error_windows=5, client_failure_share=0.9, after_change=1, after_config_change=1)])
+    caller = pl.DataFrame(
+        [features(error_windows=5, client_failure_share=0.9, after_change=1, after_config_change=1)]
+    )
     assert classify.rule_type(caller)[0].to_list() == ["dependency_failure"]
 
 
@@ -343,19 +526,32 @@ def test_features_round_trip_through_the_evidence():
 
 
 def test_severity_orders_by_impact_tier_and_duration():
-    rows = pl.DataFrame({
-        "service": ["checkout", "checkout", "email", "email"], "tier": ["tier-1", "1", "3", None],
-        "defect_type": ["availability", "error_spike", "error_spike", "flaky_test"],
-        "peak_error_rate": [0.9, 0.25, 0.04, None],
-        "evidence": [json.dumps({"features": f}) for f in (
-            features(duration_log=float(np.log1p(60)), restarts=3), features(duration_log=float(np.log1p(20))),
-            features(duration_log=float(np.log1p(3))), features(test_evidence=1, test_flaky=1))],
-    })
+    rows = pl.DataFrame(
+        {
+            "service": ["checkout", "checkout", "email", "email"],
+            "tier": ["tier-1", "1", "3", None],
+            "defect_type": ["availability", "error_spike", "error_spike", "flaky_test"],
+            "peak_error_rate": [0.9, 0.25, 0.04, None],
+            "evidence": [
+                json.dumps({"features": f})
+                for f in (
+                    features(duration_log=float(np.log1p(60)), restarts=3),
+                    features(duration_log=float(np.log1p(20))),
+                    features(duration_log=float(np.log1p(3))),
+                    features(test_evidence=1, test_flaky=1),
+                )
+            ],
+        }
+    )
     levels, confidence = classify.severity(rows)
     assert levels.to_list() == ["S1", "S2", "S4", "S4"]
     assert ((confidence >= 0.5) & (confidence <= 1)).all()
     assert classify.tier_rank(pl.lit("Tier-2")).meta.is_column() is False  # an expression, usable anywhere
-    assert pl.select(classify.tier_rank(pl.Series(["critical", "tier-3", "x"]))).to_series().to_list() == [1, 3, None]
+    assert pl.select(classify.tier_rank(pl.Series(["critical", "tier-3", "x"]))).to_series().to_list() == [
+        1,
+        3,
+        None,
+    ]
 
 
 def labelled(n_per_type: int, seed: int) -> tuple[pl.DataFrame, list[str]]:
@@ -363,7 +559,9 @@ def labelled(n_per_type: int, seed: int) -> tuple[pl.DataFrame, list[str]]:
     rows, labels = [], []
     for kind, proto in RULE_CASES.items():
         for _ in range(n_per_type):
-            noisy = {k: (v * rng.uniform(0.6, 1.4) if v else float(rng.random() < 0.05)) for k, v in proto.items()}
+            noisy = {
+                k: (v * rng.uniform(0.6, 1.4) if v else float(rng.random() < 0.05)) for k, v in proto.items()
+            }
             rows.append(noisy)
             labels.append(kind)
     return pl.DataFrame(rows), labels
@@ -393,30 +591,50 @@ def test_classifier_refuses_too_few_or_unknown_labels():
         classify.DefectTypeClassifier().fit(x, ["meltdown"] * x.height)
 
 
+def test_feedback_labels_override_simulator_labels():
+    defects = pl.DataFrame(
+        {
+            "defect_id": ["d1", "d2", "d3"],
+            "evidence": [
+                json.dumps({"features": RULE_CASES[k]})
+                for k in ("error_spike", "config_error", "latency_regression")
+            ],
+        }
+    )
+    labels = pl.DataFrame(
+        {
+            "defect_id": ["d1", "d2", "d2", "d9"],
+            "defect_type": ["error_spike", "error_spike", "config_error", "availability"],
+            "source": ["simulator", "feedback", "simulator", "feedback"],
+        }
+    )
+    x, y, weights = classify.training_set(defects, labels)
+    assert y.to_list() == ["error_spike", "error_spike"]  # d2: the person's correction wins
+    assert x.height == 2 and weights.tolist() == [1.0, classify.FEEDBACK_WEIGHT]
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 
 
 @pytest.mark.slow
 def test_evaluation_on_a_small_simulated_run(tmp_path):
     from qa_assets.evaluation import defects as evaluation
-    from qa_assets.simulate import simulate
+    from qa_assets.simulate import DecoySpec, FaultSpec, simulate
 
-    summary = simulate(tmp_path / "landing", topology="shop", hours=3, scale="small", seed=3, faults="default")
+    scenario = [
+        FaultSpec("bad_deploy"),
+        DecoySpec("traffic_surge"),
+        FaultSpec("dependency_outage", blips=1),
+        FaultSpec("latency_regression"),
+    ]
+    summary = simulate(
+        tmp_path / "landing", topology="shop", hours=4, scale="small", seed=11, faults=scenario
+    )
     metrics = evaluation.evaluate_on_simulation(summary.landing_dir, summary.ground_truth_path)
-    assert metrics["faults"] >= 3
-    assert metrics["detection_recall"] >= 0.6
-    assert metrics["detection_precision"] >= 0.6
-    assert metrics["grouping_pairwise_precision"] >= 0.6
-    assert "fault" in evaluation.format_report(metrics)
-
-
-def test_feedback_labels_override_simulator_labels():
-    defects = pl.DataFrame({"defect_id": ["d1", "d2", "d3"],
-                            "evidence": [json.dumps({"features": RULE_CASES[k]}) for k in
-                                         ("error_spike", "config_error", "latency_regression")]})
-    labels = pl.DataFrame({"defect_id": ["d1", "d2", "d2", "d9"],
-                           "defect_type": ["error_spike", "error_spike", "config_error", "availability"],
-                           "source": ["simulator", "feedback", "simulator", "feedback"]})
-    x, y, weights = classify.training_set(defects, labels)
-    assert dict(zip(["d1", "d2"], y.to_list(), strict=True)) == {"d1": "error_spike", "d2": "error_spike"}
-    assert x.height == 2 and weights.tolist() == [1.0, classify.FEEDBACK_WEIGHT]
+    assert metrics["faults"] == 3
+    assert metrics["detection_recall"] >= 0.66
+    assert metrics["detection_precision"] >= 0.8
+    assert metrics["grouping_pairwise_precision"] >= 0.8 and metrics["grouping_pairwise_recall"] >= 0.8
+    assert metrics["type_accuracy_root"] >= 0.5
+    report = evaluation.format_report(metrics)
+    assert "detection_recall" in report and "F01" in report

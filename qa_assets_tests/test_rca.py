@@ -396,3 +396,63 @@ def test_names_service_matches_words_not_fragments():
     assert rca.names_service("json: cannot unmarshal RecommendationsResponse.amount", "recommendation")
     assert not rca.names_service("loading thread pool", "ads")
     assert not rca.names_service("the cart is empty", "cart-redis")
+
+
+def _truth(faults: list[dict], edges: list[tuple[str, str]]) -> dict:
+    iso = lambda m: (T0 + timedelta(minutes=m)).isoformat() + "Z"  # noqa: E731
+    return {
+        "topology": {"edges": [{"caller": a, "callee": b} for a, b in edges]},
+        "faults": [{"fault_id": f["id"], "kind": f["kind"], "root_service": f["root"], "start": iso(f["start"]),
+                    "end": iso(f["end"]), "change_id": f.get("change"), "cause_kind": f["cause"],
+                    "defect_type": "error_spike", "affected_services": f["affected"], "params": {"type": "errors"}}
+                   for f in faults],
+        "decoys": [],
+    }
+
+
+def test_evaluation_scores_rankings_against_ground_truth():
+    from qa_assets.evaluation import rca as evaluation
+
+    edges = [("gateway", "orders"), ("gateway", "search")]
+    graph = make_graph(edges)
+    windows = make_windows({"gateway": {"client_calls": 200, "changes": [(0, "client_errors", 30)]},
+                            "orders": {}, "search": {}})
+    anomalies = anomalies_frame(anomaly("orders", "error_rate", 0, 25, score=10),
+                                anomaly("gateway", "error_rate", 0, 25, score=6))
+    deploys = deployments(("chg-orders", "orders", -5, "code"), ("chg-search", "search", -1, "code"))
+    defects = pl.DataFrame([defect("D1", "gateway", end=25), defect("D2", "orders", end=25)])
+    inputs = evaluation.RunInputs(defects, windows, anomalies, graph, deploys, None, "hand-made")
+    right = _truth([{"id": "F1", "kind": "bad_deploy", "root": "orders", "start": 0, "end": 25,
+                     "change": "chg-orders", "cause": "code_change", "affected": ["gateway", "orders"]}], edges)
+    judged, ranked, missed = evaluation.judge_run("hand", inputs, right)
+    metrics = evaluation.summarize(judged, missed, ["hand"])
+    assert (metrics["faults"], metrics["faults_detected"], missed) == (1, 1, 0)
+    assert metrics["root_top1"] == 1.0 and metrics["change_top1"] == 1.0
+    assert metrics["change_blame_precision"] == 1.0 and metrics["cause_kind_top1"] == 1.0
+    # the same ranking judged against a truth that blames search: a miss at rank 1, a false blame
+    wrong = _truth([{"id": "F1", "kind": "bad_deploy", "root": "search", "start": 0, "end": 25,
+                     "change": "chg-search", "cause": "code_change", "affected": ["gateway", "search"]}], edges)
+    judged, _, missed = evaluation.judge_run("hand", inputs, wrong)
+    metrics = evaluation.summarize(judged, missed, ["hand"])
+    assert metrics["root_top1"] == 0.0 and metrics["change_top1"] == 0.0
+    assert metrics["change_blame_precision"] == 0.0
+    # "latest deploy" names chg-search for both defects: right for the fault's, wrong for D2 (no fault)
+    assert metrics["defects_matched"] == 1
+    assert metrics["baseline_recent_change_precision"] == 0.5
+
+
+@pytest.mark.slow
+def test_evaluation_on_a_small_simulated_run(tmp_path):
+    from qa_assets.evaluation import rca as evaluation
+    from qa_assets.simulate import FaultSpec, simulate
+
+    summary = simulate(tmp_path / "landing", topology="shop", hours=2, scale="small", seed=11,
+                       faults=[FaultSpec("bad_deploy"), FaultSpec("dependency_outage")])
+    metrics = evaluation.evaluate([(summary.landing_dir, summary.ground_truth_path)])
+    assert metrics["faults"] == 2 and metrics["defects_source"] == "pipeline"
+    assert metrics["faults_detected"] >= 1
+    assert metrics["root_top3"] >= 0.5
+    assert metrics["change_blames"] == 0 or metrics["change_blame_precision"] >= 0.5
+    text = __import__("io").StringIO()
+    evaluation.print_report(metrics, file=text)
+    assert "root service top-1" in text.getvalue()

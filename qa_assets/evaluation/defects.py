@@ -80,10 +80,14 @@ def _in(frame: pl.DataFrame | None, column: str, start: datetime, end: datetime)
     return frame.filter((pl.col(column) >= start) & (pl.col(column) < end))
 
 
-def run_pipeline(frames: dict[str, pl.DataFrame], *, model_version: str = "eval",
-                 classifier: classify.DefectTypeClassifier | None = None,
-                 detector_settings: anomaly_lib.DetectorSettings | None = None,
-                 grouping_settings: grouping.GroupingSettings | None = None) -> PipelineRun:
+def run_pipeline(
+    frames: dict[str, pl.DataFrame],
+    *,
+    model_version: str = "eval",
+    classifier: classify.DefectTypeClassifier | None = None,
+    detector_settings: anomaly_lib.DetectorSettings | None = None,
+    grouping_settings: grouping.GroupingSettings | None = None,
+) -> PipelineRun:
     """The defects stage over every hour of `frames` (raw tables as `load_landing_frames` returns)."""
     from qa_assets.lib import graph as graph_lib
     from qa_assets.lib import windows as windows_lib
@@ -109,35 +113,60 @@ def run_pipeline(frames: dict[str, pl.DataFrame], *, model_version: str = "eval"
         hour_spans = spans.filter(pl.col("hour") == hour)
         m_start, m_end = windows_lib.metrics_time_range(hour)
         hour_windows = windows_lib.service_windows(
-            hour_start=hour, spans=hour_spans, logs_with_templates=events,
+            hour_start=hour,
+            spans=hour_spans,
+            logs_with_templates=events,
             metrics=metrics.filter((pl.col("timestamp") >= m_start) & (pl.col("timestamp") <= m_end)),
-            deployments=_in(deployments, "timestamp", hour, end), test_cases=_in(tests, "timestamp", hour, end),
-            history_deployments=deployments.filter(pl.col("timestamp") < hour))
+            deployments=_in(deployments, "timestamp", hour, end),
+            test_cases=_in(tests, "timestamp", hour, end),
+            history_deployments=deployments.filter(pl.col("timestamp") < hour),
+        )
         edge_parts.append(graph_lib.call_edges(hour_spans))
-        graph = graph_lib.build_graph(spans_edges=graph_lib.merge_call_edges(edge_parts), catalog=catalog,
-                                      deployments=deployments.filter(pl.col("timestamp") < end),
-                                      span_services=graph_lib.span_services(spans.filter(pl.col("hour") <= hour)))
+        graph = graph_lib.build_graph(
+            spans_edges=graph_lib.merge_call_edges(edge_parts),
+            catalog=catalog,
+            deployments=deployments.filter(pl.col("timestamp") < end),
+            span_services=graph_lib.span_services(spans.filter(pl.col("hour") <= hour)),
+        )
         nodes, edges = graph_lib.graph_tables(graph)
         seconds["signals"] += time.perf_counter() - began
 
         began = time.perf_counter()
-        history = pl.concat(all_windows).filter(pl.col("window_start") >= hour - HISTORY) if all_windows else None
-        detector = anomaly_lib.fit_detector(history if history is not None and history.height else hour_windows,
-                                            hour_windows["feature_set_id"][0] if hour_windows.height else "eval",
-                                            settings=detector_settings)
+        history = (
+            pl.concat(all_windows).filter(pl.col("window_start") >= hour - HISTORY) if all_windows else None
+        )
+        detector = anomaly_lib.fit_detector(
+            history if history is not None and history.height else hour_windows,
+            hour_windows["feature_set_id"][0] if hour_windows.height else "eval",
+            settings=detector_settings,
+        )
         hour_anomalies = anomaly_lib.detect(
-            hour_windows, detector, log_events=events, failed_tests=_in(tests, "timestamp", hour, end),
-            deployments=deployments.filter(pl.col("timestamp") < end), model_version=model_version,
-            templates=registry)
+            hour_windows,
+            detector,
+            log_events=events,
+            failed_tests=_in(tests, "timestamp", hour, end),
+            deployments=deployments.filter(pl.col("timestamp") < end),
+            model_version=model_version,
+            templates=registry,
+        )
         seconds["detect"] += time.perf_counter() - began
 
         began = time.perf_counter()
         errors = hour_spans.filter((pl.col("status_code") == "ERROR") | (pl.col("http_status_code") >= 500))
         hour_defects = grouping.group_defects(
-            hour_anomalies, log_events=events, spans_errors=errors,
-            failed_tests=tests.filter(pl.col("timestamp") < end), graph_edges=edges, previous_defects=previous,
-            hour_end=end, windows=hour_windows, graph_nodes=nodes, deployments=deployments.filter(
-                pl.col("timestamp") < end), classifier=classifier, settings=grouping_settings)
+            hour_anomalies,
+            log_events=events,
+            spans_errors=errors,
+            failed_tests=tests.filter(pl.col("timestamp") < end),
+            graph_edges=edges,
+            previous_defects=previous,
+            hour_end=end,
+            windows=hour_windows,
+            graph_nodes=nodes,
+            deployments=deployments.filter(pl.col("timestamp") < end),
+            classifier=classifier,
+            settings=grouping_settings,
+        )
         seconds["group"] += time.perf_counter() - began
         previous = pl.concat([previous, hour_defects])
         all_windows.append(hour_windows)
@@ -149,7 +178,10 @@ def run_pipeline(frames: dict[str, pl.DataFrame], *, model_version: str = "eval"
         anomalies=pl.concat(all_anomalies) if all_anomalies else pl.DataFrame(schema=anomaly_lib.ANOMALIES),
         defects=pl.concat(all_defects) if all_defects else pl.DataFrame(schema=grouping.DEFECTS),
         log_events=pl.concat(all_events) if all_events else pl.DataFrame(),
-        graph_nodes=nodes, graph_edges=edges, seconds={k: round(v, 2) for k, v in seconds.items()})
+        graph_nodes=nodes,
+        graph_edges=edges,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
 
 
 # ----------------------------------------------------------------------------------------- matching
@@ -199,8 +231,12 @@ def match_defects(defects: pl.DataFrame, truth: dict[str, Any]) -> pl.DataFrame:
             start, end = _time(f["start"]), _time(f["end"])
             test = _ci_fault(f)
             if is_test:
-                if test and d["service"] == f["root_service"] and _words(test) in _words(d["operation"]) \
-                        and start - CI_MATCH_BEFORE <= d["first_seen"] <= end:
+                if (
+                    test
+                    and d["service"] == f["root_service"]
+                    and _words(test) in _words(d["operation"])
+                    and start - CI_MATCH_BEFORE <= d["first_seen"] <= end
+                ):
                     best, best_overlap = f["fault_id"], timedelta(days=1)
                 continue
             if f.get("kind") == "flaky_test" or f.get("defect_type") == "flaky_test":
@@ -217,7 +253,9 @@ def match_defects(defects: pl.DataFrame, truth: dict[str, Any]) -> pl.DataFrame:
             for item in truth.get("decoys", []):
                 start, end = _time(item["start"]), _time(item["end"])
                 near = d["first_seen"] <= end + MATCH_AFTER and d["last_seen"] >= start - MATCH_BEFORE
-                if near and (item.get("service") in (None, d["service"]) or item.get("kind") == "traffic_surge"):
+                if near and (
+                    item.get("service") in (None, d["service"]) or item.get("kind") == "traffic_surge"
+                ):
                     decoy = item["decoy_id"]
                     break
         rows.append({"defect_id": d["defect_id"], "fault_id": best, "decoy_id": decoy})
@@ -242,30 +280,50 @@ def evaluate_run(defects: pl.DataFrame, truth: dict[str, Any]) -> dict[str, Any]
     """Detection, grouping and type metrics of one run's defects (one row per defect) against its truth."""
     faults = [f for f in truth.get("faults", [])]
     matched = defects.join(match_defects(defects, truth), on="defect_id", how="left")
-    metrics: dict[str, Any] = {"faults": len(faults), "defects": defects.height,
-                               "incidents": defects["incident_id"].n_unique() if defects.height else 0}
+    metrics: dict[str, Any] = {
+        "faults": len(faults),
+        "defects": defects.height,
+        "incidents": defects["incident_id"].n_unique() if defects.height else 0,
+    }
     found = set(matched["fault_id"].drop_nulls().to_list()) if matched.height else set()
     metrics["faults_detected"] = len(found)
     metrics["detection_recall"] = round(len(found) / len(faults), 4) if faults else None
     true_defects = matched.filter(pl.col("fault_id").is_not_null()).height
     metrics["defects_matched"] = true_defects
-    metrics["defects_on_decoys"] = matched.filter(pl.col("fault_id").is_null() & pl.col("decoy_id").is_not_null()).height
-    metrics["defects_unexplained"] = matched.filter(pl.col("fault_id").is_null() & pl.col("decoy_id").is_null()).height
+    metrics["defects_on_decoys"] = matched.filter(
+        pl.col("fault_id").is_null() & pl.col("decoy_id").is_not_null()
+    ).height
+    metrics["defects_unexplained"] = matched.filter(
+        pl.col("fault_id").is_null() & pl.col("decoy_id").is_null()
+    ).height
     metrics["detection_precision"] = round(true_defects / defects.height, 4) if defects.height else None
     if defects.height:
-        per_incident = matched.group_by("incident_id").agg(pl.col("fault_id").is_not_null().any().alias("hit"))
+        per_incident = matched.group_by("incident_id").agg(
+            pl.col("fault_id").is_not_null().any().alias("hit")
+        )
         metrics["incident_precision"] = round(per_incident["hit"].mean(), 4)
-    labels = {r["defect_id"]: (r["fault_id"] or f"none:{r['defect_id']}") for r in matched.iter_rows(named=True)}
+    labels = {
+        r["defect_id"]: (r["fault_id"] or f"none:{r['defect_id']}") for r in matched.iter_rows(named=True)
+    }
     groups = {r["defect_id"]: r["incident_id"] for r in matched.iter_rows(named=True)}
     precision, recall, grouped_pairs, true_pairs = _pairs(labels, groups)
-    metrics.update(grouping_pairwise_precision=round(precision, 4), grouping_pairwise_recall=round(recall, 4),
-                   grouping_pairs_predicted=grouped_pairs, grouping_pairs_true=true_pairs)
+    metrics.update(
+        grouping_pairwise_precision=round(precision, 4),
+        grouping_pairwise_recall=round(recall, 4),
+        grouping_pairs_predicted=grouped_pairs,
+        grouping_pairs_true=true_pairs,
+    )
     # Type at the root service.
     per_fault = []
     typed = correct = 0
     for f in faults:
         mine = matched.filter(pl.col("fault_id") == f["fault_id"])
-        root = mine.filter(pl.col("service") == f["root_service"]).sort("error_count", descending=True)
+        # the production defect on the root service when there is one (a CI failure only otherwise)
+        root = (
+            mine.filter(pl.col("service") == f["root_service"])
+            .with_columns(pl.col("fingerprint").str.contains("|test:", literal=True).alias("_ci"))
+            .sort(["_ci", "error_count"], descending=[False, True])
+        )
         row = root.row(0, named=True) if root.height else None
         predicted = row["defect_type"] if row else None
         ok = None
@@ -273,20 +331,28 @@ def evaluate_run(defects: pl.DataFrame, truth: dict[str, Any]) -> dict[str, Any]
             typed += 1
             ok = TYPE_FAMILY.get(predicted, predicted) == TYPE_FAMILY.get(f["defect_type"], f["defect_type"])
             correct += bool(ok)
-        per_fault.append({
-            "fault_id": f["fault_id"], "kind": f["kind"], "root": f["root_service"], "truth_type": f["defect_type"],
-            "detected": f["fault_id"] in found, "defects": mine.height,
-            "incidents": mine["incident_id"].n_unique() if mine.height else 0,
-            "root_defect_type": predicted, "type_ok": ok,
-            "severity": row["severity"] if row else None,
-            "services": sorted(set(mine["service"].to_list())),
-        })
+        per_fault.append(
+            {
+                "fault_id": f["fault_id"],
+                "kind": f["kind"],
+                "root": f["root_service"],
+                "truth_type": f["defect_type"],
+                "detected": f["fault_id"] in found,
+                "defects": mine.height,
+                "incidents": mine["incident_id"].n_unique() if mine.height else 0,
+                "root_defect_type": predicted,
+                "type_ok": ok,
+                "severity": row["severity"] if row else None,
+                "services": sorted(set(mine["service"].to_list())),
+            }
+        )
     metrics["type_accuracy_root"] = round(correct / typed, 4) if typed else None
     metrics["typed_faults"] = typed
     metrics["per_fault"] = per_fault
     metrics["false_positives"] = [
         {k: r[k] for k in ("service", "defect_type", "first_seen", "last_seen", "decoy_id", "fingerprint")}
-        for r in matched.filter(pl.col("fault_id").is_null()).iter_rows(named=True)]
+        for r in matched.filter(pl.col("fault_id").is_null()).iter_rows(named=True)
+    ]
     metrics["severity_counts"] = dict(sorted(Counter(defects["severity"].to_list()).items()))
     return metrics
 
@@ -295,7 +361,8 @@ def training_labels(defects: pl.DataFrame, truth: dict[str, Any]) -> pl.DataFram
     """Simulator labels for the type classifier: each defect on a fault's root service (or a CI defect of
     the fault) labelled with the fault's defect type."""
     matched = defects.join(match_defects(defects, truth), on="defect_id", how="left").filter(
-        pl.col("fault_id").is_not_null())
+        pl.col("fault_id").is_not_null()
+    )
     roots = {f["fault_id"]: (f["root_service"], f["defect_type"]) for f in truth.get("faults", [])}
     rows = []
     for r in matched.iter_rows(named=True):
@@ -305,8 +372,9 @@ def training_labels(defects: pl.DataFrame, truth: dict[str, Any]) -> pl.DataFram
     return pl.DataFrame(rows, schema={"defect_id": pl.String, "label": pl.String})
 
 
-def cross_run_type_accuracy(runs: list[tuple[pl.DataFrame, dict[str, Any]]], *, n_estimators: int = 200
-                            ) -> dict[str, Any]:
+def cross_run_type_accuracy(
+    runs: list[tuple[pl.DataFrame, dict[str, Any]]], *, n_estimators: int = 200
+) -> dict[str, Any]:
     """Leave one run out: train the type classifier on the other runs' simulator labels (defects on a
     fault's root service), type the held-out run's labelled defects, and compare with the rules."""
     labelled = []
@@ -328,7 +396,9 @@ def cross_run_type_accuracy(runs: list[tuple[pl.DataFrame, dict[str, Any]]], *, 
         truth = [TYPE_FAMILY.get(v, v) for v in y_test.to_list()]
         rules = [TYPE_FAMILY.get(v, v) for v in classify.rule_type(x_test)[0].to_list()]
         try:
-            model = classify.DefectTypeClassifier(n_estimators=n_estimators, min_labels=5).fit(x_train, y_train)
+            model = classify.DefectTypeClassifier(n_estimators=n_estimators, min_labels=5).fit(
+                x_train, y_train
+            )
         except classify.ClassifierInputError:
             skipped += x_test.height
             continue
@@ -336,17 +406,24 @@ def cross_run_type_accuracy(runs: list[tuple[pl.DataFrame, dict[str, Any]]], *, 
         total += len(truth)
         rules_ok += sum(a == b for a, b in zip(rules, truth, strict=True))
         model_ok += sum(a == b for a, b in zip(predicted, truth, strict=True))
-    return {"labelled_defects": total, "skipped": skipped,
-            "rules_accuracy": round(rules_ok / total, 4) if total else None,
-            "classifier_accuracy": round(model_ok / total, 4) if total else None}
+    return {
+        "labelled_defects": total,
+        "skipped": skipped,
+        "rules_accuracy": round(rules_ok / total, 4) if total else None,
+        "classifier_accuracy": round(model_ok / total, 4) if total else None,
+    }
 
 
 # ------------------------------------------------------------------------------------------- entry
 
 
-def evaluate_on_simulation(landing_dir: str | Path, ground_truth_path: str | Path, *,
-                           classifier: classify.DefectTypeClassifier | None = None,
-                           keep_run: bool = False) -> dict[str, Any]:
+def evaluate_on_simulation(
+    landing_dir: str | Path,
+    ground_truth_path: str | Path,
+    *,
+    classifier: classify.DefectTypeClassifier | None = None,
+    keep_run: bool = False,
+) -> dict[str, Any]:
     """Run the defects stage over a simulated landing directory and score it against the ground truth."""
     from qa_assets.lib.ingest.landing import load_landing_frames
 
@@ -358,8 +435,11 @@ def evaluate_on_simulation(landing_dir: str | Path, ground_truth_path: str | Pat
     metrics = evaluate_run(run.latest_defects(), truth)
     metrics["seconds"] = {"load": round(load_seconds, 2), **run.seconds}
     metrics["anomalies_flagged"] = int(run.anomalies["is_anomaly"].sum()) if run.anomalies.height else 0
-    metrics["source"] = {"landing": str(landing_dir), "ground_truth": str(ground_truth_path),
-                         "generator": truth.get("generator")}
+    metrics["source"] = {
+        "landing": str(landing_dir),
+        "ground_truth": str(ground_truth_path),
+        "generator": truth.get("generator"),
+    }
     if keep_run:
         metrics["_run"] = run
     return metrics
@@ -377,20 +457,33 @@ def format_report(metrics: dict[str, Any]) -> str:
         f"{'metric':<32}{'value':>8}",
         "-" * 40,
     ]
-    for key in ("detection_recall", "detection_precision", "incident_precision", "grouping_pairwise_precision",
-                "grouping_pairwise_recall", "type_accuracy_root"):
+    for key in (
+        "detection_recall",
+        "detection_precision",
+        "incident_precision",
+        "grouping_pairwise_precision",
+        "grouping_pairwise_recall",
+        "type_accuracy_root",
+    ):
         lines.append(f"{key:<32}{fmt(metrics.get(key)):>8}")
-    lines += ["", f"{'fault':<6}{'kind':<24}{'root':<16}{'found':<7}{'defects':>8}{'incid.':>7}  "
-                  f"{'truth type':<20}{'root type':<20}{'sev':<4}"]
+    lines += [
+        "",
+        f"{'fault':<6}{'kind':<24}{'root':<16}{'found':<7}{'defects':>8}{'incid.':>7}  "
+        f"{'truth type':<20}{'root type':<20}{'sev':<4}",
+    ]
     for f in metrics.get("per_fault", []):
-        lines.append(f"{f['fault_id']:<6}{f['kind']:<24}{f['root']:<16}{'yes' if f['detected'] else 'no':<7}"
-                     f"{f['defects']:>8}{f['incidents']:>7}  {f['truth_type']:<20}{fmt(f['root_defect_type']):<20}"
-                     f"{fmt(f['severity']):<4}")
+        lines.append(
+            f"{f['fault_id']:<6}{f['kind']:<24}{f['root']:<16}{'yes' if f['detected'] else 'no':<7}"
+            f"{f['defects']:>8}{f['incidents']:>7}  {f['truth_type']:<20}{fmt(f['root_defect_type']):<20}"
+            f"{fmt(f['severity']):<4}"
+        )
     if metrics.get("false_positives"):
         lines += ["", "defects matching no fault:"]
         for fp in metrics["false_positives"]:
-            lines.append(f"  {fp['service']:<16}{fp['defect_type']:<20}{fp['first_seen']} .. {fp['last_seen']}"
-                         f"  decoy={fp['decoy_id']}  {fp['fingerprint']}")
+            lines.append(
+                f"  {fp['service']:<16}{fp['defect_type']:<20}{fp['first_seen']} .. {fp['last_seen']}"
+                f"  decoy={fp['decoy_id']}  {fp['fingerprint']}"
+            )
     if metrics.get("seconds"):
         lines += ["", "seconds: " + ", ".join(f"{k} {v}" for k, v in metrics["seconds"].items())]
     return "\n".join(lines)
@@ -401,11 +494,17 @@ def print_report(metrics: dict[str, Any]) -> None:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qa_assets.evaluation.defects",
-                                     description="Measure defect detection, grouping and typing on a simulated run.")
+    parser = argparse.ArgumentParser(
+        prog="python -m qa_assets.evaluation.defects",
+        description="Measure defect detection, grouping and typing on a simulated run.",
+    )
     parser.add_argument("--landing", type=Path, help="a simulated landing directory")
-    parser.add_argument("--ground-truth", type=Path, help="its ground_truth.json (default: beside the landing dir)")
-    parser.add_argument("--simulate", type=Path, help="simulate into this new folder first (landing/ + ground truth)")
+    parser.add_argument(
+        "--ground-truth", type=Path, help="its ground_truth.json (default: beside the landing dir)"
+    )
+    parser.add_argument(
+        "--simulate", type=Path, help="simulate into this new folder first (landing/ + ground truth)"
+    )
     parser.add_argument("--topology", default="shop")
     parser.add_argument("--hours", type=float, default=4)
     parser.add_argument("--scale", default="small")
@@ -416,8 +515,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.simulate:
         from qa_assets.simulate import simulate
 
-        summary = simulate(args.simulate / "landing", topology=args.topology, hours=args.hours, scale=args.scale,
-                           seed=args.seed, faults=args.faults)
+        summary = simulate(
+            args.simulate / "landing",
+            topology=args.topology,
+            hours=args.hours,
+            scale=args.scale,
+            seed=args.seed,
+            faults=args.faults,
+        )
         landing, truth = summary.landing_dir, summary.ground_truth_path
     elif args.landing:
         landing = args.landing

@@ -1,9 +1,12 @@
 """`qa-assets evaluate rca`: root-cause ranking measured on simulated incidents.
 
 Each run is a landing directory with its ground-truth file (``qa_assets.simulate``). The telemetry goes
-through the project's own stages (ingest, graph, windows, anomalies, defects) and ``rank_root_causes``;
-each injected production fault is then matched to the defects detected during it, and the ranking of its
-first defect is judged against the fault's root service and triggering change:
+through the project's own stages (ingest, graph, windows, anomalies, defects: ``evaluation.defects``'
+``run_pipeline``, hour by hour as the assets run) and ``rank_root_causes``. Defects are matched to faults
+as the defects evaluation does (``match_defects``: a defect on the root, on a service where the simulator
+measured a symptom, or upstream of the root, overlapping the fault). A fault's ranking is that of its
+first defect: the earliest that opened during the fault (a defect that opened earlier belongs to what
+was going on then), and it is judged against the fault's root service and triggering change:
 
 - root service top-1 / top-3 accuracy and Avg@5 (the mean of top-1..top-5 accuracy, as BARO reports);
 - change top-1 / top-3 (faults a change triggered): the blamed change is the true trigger;
@@ -38,8 +41,7 @@ import polars as pl
 from qa_assets.lib import rca
 
 PUBLISHED = {"Nezha (Train-Ticket)": {"top1": 0.87, "top3": 0.98}, "BARO": {"avg5": 0.8}}
-MATCH_BEFORE = timedelta(minutes=2)  # a defect may be seen a little before the fault's nominal start
-MATCH_AFTER = timedelta(minutes=10)  # ... and its tail after the fault ended
+MATCH_BEFORE = timedelta(minutes=2)  # a defect may open a little before the fault's nominal start
 EVAL_CANDIDATES = 50  # rank deep so single-feature baselines can be read from the same candidates
 
 
@@ -97,7 +99,7 @@ def defects_from_truth(truth: dict[str, Any]) -> pl.DataFrame:
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def pipeline_inputs(landing: Path, truth: dict[str, Any], *, defects_source: str = "auto") -> RunInputs:
+def pipeline_inputs(landing: Path, truth: dict[str, Any], *, defects_source: str = "pipeline") -> RunInputs:
     """Run the project's stages over one landing directory in memory, hour by hour as the assets do
     (``evaluation.defects.run_pipeline``: templates, windows, graph, anomalies, defects)."""
     from qa_assets.evaluation.defects import run_pipeline
@@ -165,12 +167,15 @@ def judge_run(name: str, inputs: RunInputs, truth: dict[str, Any], *, max_candid
         lookback=lookback,
     )
     matches = _match(inputs.defects, truth)
-    first_defect: dict[str, tuple[datetime, str]] = {}
+    # A fault's first defect: the earliest that opened during the fault (from MATCH_BEFORE before its
+    # start); a defect that opened earlier belongs to what was going on then. Else the earliest matched.
+    first_defect: dict[str, tuple[bool, datetime, str]] = {}
     for d in inputs.defects.iter_rows(named=True):
         fault = matches.get(str(d["defect_id"]), (None, None))[0]
         if fault is None:
             continue
-        key = (d["first_seen"], str(d["defect_id"]))
+        opened_during = _ts(fault["start"]) - MATCH_BEFORE <= d["first_seen"] <= _ts(fault["end"])
+        key = (not opened_during, d["first_seen"], str(d["defect_id"]))
         if fault["fault_id"] not in first_defect or key < first_defect[fault["fault_id"]]:
             first_defect[fault["fault_id"]] = key
     deployments = inputs.deployments.sort("timestamp")
@@ -191,7 +196,7 @@ def judge_run(name: str, inputs: RunInputs, truth: dict[str, Any], *, max_candid
             fault_kind=fault["kind"] if fault else None,
             production=bool(fault and fault["fault_id"] in production),
             decoy_kind=decoy.get("kind") if decoy else None,
-            primary=bool(fault and first_defect.get(fault["fault_id"], (None, None))[1] == defect_id),
+            primary=bool(fault and first_defect.get(fault["fault_id"], (None, None, None))[2] == defect_id),
             root_service=fault["root_service"] if fault else None,
             change_id=fault.get("change_id") if fault else None,
             cause_kind=fault.get("cause_kind") if fault else None,
@@ -337,14 +342,13 @@ def _two_fold_calibration(scores: np.ndarray, labels: np.ndarray, groups: np.nda
 # ------------------------------------------------------------------------------- evaluate
 
 
-def evaluate(runs: Sequence[tuple[Path | str, Path | str]], *, defects_source: str = "auto",
+def evaluate(runs: Sequence[tuple[Path | str, Path | str]], *, defects_source: str = "pipeline",
              input_builder: InputBuilder | None = None, lookback: timedelta = timedelta(minutes=60),
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Rank root causes over every (landing_dir, ground_truth_path) and return the figures.
 
-    ``defects_source``: ``pipeline`` (the project's defects), ``ground-truth`` (defects built from the
-    faults' windows, to measure the ranking apart from detection) or ``auto`` (the pipeline's when its
-    defects module is present)."""
+    ``defects_source``: ``pipeline`` (the project's defects) or ``ground-truth`` (defects built from the
+    faults' windows, to measure the ranking apart from detection)."""
     judged: list[Judged] = []
     missed = 0
     names: list[str] = []
@@ -470,8 +474,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default="small", help="simulator scale (default: %(default)s)")
     parser.add_argument("--faults", default="random",
                         help="simulator scenario: random | rca | default | all (default: %(default)s)")
-    parser.add_argument("--defects", choices=("auto", "pipeline", "ground-truth"), default="auto",
-                        help="where defects come from (default: the pipeline's when present)")
+    parser.add_argument("--defects", choices=("pipeline", "ground-truth"), default="pipeline",
+                        help="the pipeline's defects (default), or defects built from the ground truth's fault "
+                             "windows to measure the ranking apart from detection")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep simulated runs here and reuse them (default: a temporary folder)")
     parser.add_argument("--run", action="append", default=[], metavar="LANDING:GROUND_TRUTH",

@@ -2,13 +2,17 @@
 probably triggered it) with a score, a calibrated confidence, evidence a person can check, and a short
 markdown explanation.
 
-One incident at a time (defects that share an ``incident_id`` share the analysis), in five steps:
+One defect at a time, around its onset (from ``PRE_ONSET_MIN`` before it to ``ANALYSIS_SPAN_MIN`` after:
+an incident, or a long defect, can span several faults; defects of one incident that start together
+share the analysis), in five steps:
 
-1. **Symptoms.** The anomalous windows of the incident (``defects.anomalies``), grouped per service into
-   kinds of signal: own failures (errors, new error templates, failing tests), latency, resources
-   (memory, CPU, restarts), outgoing calls that fail, and traffic. The service windows add what a detector
-   may not score: failing outgoing calls, a traffic rise and resource saturation, each against the
-   service's own baseline before the incident.
+1. **Symptoms.** The anomalous windows (``defects.anomalies``), grouped per service into kinds of
+   signal: own failures (errors, new error templates, failing tests), latency, resources (memory, CPU,
+   restarts), outgoing calls that fail, and traffic. A signal's strength is its score on the scale of
+   its detector and signal (a typical anomaly = 0.5), lower when it lasted one window or was often
+   anomalous before (chronic). The service windows add what a detector may not score: failing outgoing
+   calls, a traffic rise and memory growth or restarts, each against the service's own baseline over
+   ``lookback``. The defects themselves count as (weak) symptoms of their services.
 2. **Implication.** For each anomalous service, which neighbour explains its anomaly:
    a dependency whose own anomaly started no later (the healthy-dependency rule: callers of a failing
    dependency are symptoms, a service whose dependencies are healthy is a root); a dependency that its
@@ -91,7 +95,9 @@ RESOURCE_HALF_LIFE_MIN = 30.0  # leaks and saturation build up slowly: a slower 
 BLAME_MIN_RELEVANCE = 0.2  # below this a change is listed as considered, not blamed
 BLAME_MIN_SUPPORT = 0.2  # a change is blamed only on a candidate that is itself clearly implicated
 ONSET_SCALE_WINDOWS = 3.0  # onset score falls by e every 3 windows after the earliest onset
-PRE_ONSET_MIN = 5.0  # anomalies up to this long before the first defect belong to the incident
+PRE_ONSET_MIN = 5.0  # anomalies up to this long before a defect's onset belong to its analysis
+ANALYSIS_SPAN_MIN = 15.0  # ... and up to this long after it: a root cause shows no later than its symptoms
+MIN_SURGE_BASE_RPM = 5.0  # a surge needs a baseline of at least this many requests a minute
 DEFAULT_CONFIDENCE_SLOPE = 6.0  # the label-free mapping: logistic(6 * (score - 0.5))
 
 # Signal families, by words in the signal (or detector) name: works for the WINDOWS columns and for
@@ -440,18 +446,20 @@ def _require(frame: pl.DataFrame | None, name: str, columns: Sequence[str], prod
     return frame
 
 
-def _detector_scales(anomalies: pl.DataFrame) -> dict[str, float]:
-    """Per detector, the median score of its anomalous rows: a typical anomaly maps to strength 0.5."""
+def _detector_scales(anomalies: pl.DataFrame) -> dict[tuple[str, str], float]:
+    """Per detector and signal, the median score of its anomalous rows: a typical anomaly of that kind
+    maps to strength 0.5 (one detector may score tail probabilities and z-scores on different scales)."""
     flagged = anomalies.filter(pl.col("is_anomaly") & (pl.col("score") > 0))
     if flagged.height == 0:
         return {}
-    scales = flagged.group_by("detector").agg(pl.col("score").median().alias("scale"))
-    return {str(r["detector"]): float(r["scale"]) for r in scales.iter_rows(named=True) if r["scale"]}
+    scales = flagged.group_by("detector", "signal").agg(pl.col("score").median().alias("scale"))
+    return {(str(r["detector"]), str(r["signal"])): float(r["scale"])
+            for r in scales.iter_rows(named=True) if r["scale"]}
 
 
 def _states_from_anomalies(
     anomalies: pl.DataFrame, start: datetime, end: datetime, prior_start: datetime, window: timedelta,
-    scales: dict[str, float],
+    scales: dict[tuple[str, str], float],
 ) -> dict[str, ServiceState]:
     """Per service, the signals anomalous in [start, end]. A signal's strength is its peak score on its
     detector's scale, discounted when it was anomalous only once (persistence) and when it was often
@@ -503,7 +511,7 @@ def _states_from_anomalies(
         if family == "traffic":
             # traffic strength comes from the windows (a tested rise); detectors' traffic flags are listed
             family = "traffic_rise" if rising else "traffic_drop"
-        scale = scales.get(str(r["detector"]), 1.0) or 1.0
+        scale = scales.get((str(r["detector"]), str(r["signal"])), 1.0) or 1.0
         score = float(r["score"] or 0.0)
         persistence = min(1.0, int(r["windows"]) / 3.0)
         chronic = min(1.0, float(r["prior_windows"] or 0) / prior_windows)
@@ -602,7 +610,8 @@ def _window_evidence(
             # a rise beyond Poisson noise over the smoothing span, and by half at least
             expected_count = float(base) * smooth
             z = (float(peak) * smooth - expected_count) / math.sqrt(expected_count)
-            if ratio >= 1.5 and z >= 4.0:
+            # and a volume that can load a system: a few extra calls a minute are no surge
+            if ratio >= 1.5 and z >= 4.0 and float(base) >= MIN_SURGE_BASE_RPM * window.total_seconds() / 60.0:
                 hits = rows.filter(pl.col("_req_smooth") >= 1.5 * float(base))
                 onset = hits["window_start"].min() if hits.height else None
                 strength = (ratio - 1.0) / ratio  # 2x -> 0.5, 3x -> 0.67
@@ -678,8 +687,11 @@ def _collect_texts(
     states: dict[str, ServiceState], defects: pl.DataFrame, log_events: pl.DataFrame | None,
     baseline_start: datetime, start: datetime, end: datetime,
 ) -> None:
-    """Error texts that appeared during the incident, per service: defects' templates and exception
-    types, and log templates at WARN or worse not seen in the baseline before."""
+    """Error texts that appeared in [start, end], per service: log templates at WARN or worse not seen in
+    the baseline before (with their first sample line); without log events, the defects' templates and
+    exception types (those summarize a defect's whole life, so they are the second choice)."""
+    if log_events is not None and log_events.height:
+        defects = defects.clear()
     for r in defects.iter_rows(named=True):
         state = states.get(str(r.get("service")))
         if state is None:
@@ -700,7 +712,8 @@ def _collect_texts(
     )
     if "level" in events.columns:
         events = events.filter(
-            pl.col("level").is_null() | pl.col("level").str.to_uppercase().is_in(["WARN", "WARNING", "ERROR", "FATAL"])
+            pl.col("level").is_null()
+            | pl.col("level").str.to_uppercase().is_in(["WARN", "WARNING", "ERROR", "FATAL"])
         )
     if events.height == 0:
         return
@@ -713,7 +726,7 @@ def _collect_texts(
             pl.col("template").first(),
             *(pl.col(c).drop_nulls().first().alias(c) for c in sample),
             (pl.col(time_col) >= start).sum().alias("count"),
-            pl.col("level").first().alias("level") if "level" in events.columns else pl.lit(None).alias("level"),
+            (pl.col("level") if "level" in events.columns else pl.lit(None, dtype=pl.String)).first().alias("level"),
         )
         .filter(pl.col("first_seen") >= start)
         .sort("first_seen")
@@ -730,6 +743,37 @@ def _collect_texts(
 
 
 # ---------------------------------------------------------------------------------- incidents
+
+# The family a defect's type speaks for: a defect is a vetted symptom of its service (a dependency
+# failure is a symptom of failing outgoing calls, not of the service itself).
+_DEFECT_FAMILY = {
+    "latency_regression": "latency",
+    "resource_exhaustion": "resource",
+    "dependency_failure": "client",
+}
+# A defect vouches that its service misbehaves: half a typical anomaly; the detectors say how much.
+DEFECT_STRENGTH = 0.25
+
+
+def _seed_defects(states: dict[str, ServiceState], defects: pl.DataFrame, start: datetime,
+                  end: datetime) -> None:
+    for r in defects.iter_rows(named=True):
+        service = r.get("service")
+        # only defects that began here: an older one still open is context, and its anomalies (with
+        # their chronic discount) already speak for it
+        if not service or r.get("first_seen") is None or not start <= r["first_seen"] <= end:
+            continue
+        state = states.setdefault(str(service), ServiceState(str(service)))
+        family = _DEFECT_FAMILY.get(str(r.get("defect_type") or ""), "errors")
+        # the detectors' onset wins: a defect may open on a stray window before its anomaly takes hold
+        onset = None if state.onset is not None else r["first_seen"]
+        state.families[family].merge(DEFECT_STRENGTH, onset)
+        state.signals.append({
+            "service": service, "signal": r.get("defect_type") or "defect", "detector": "defect",
+            "family": family, "onset": _iso(r["first_seen"]), "value": None, "expected": None,
+            "score": _round(r.get("confidence")), "strength": DEFECT_STRENGTH, "defect_id": r.get("defect_id"),
+        })
+
 
 
 @dataclass
@@ -809,19 +853,23 @@ def analyse_incident(
     deployments: pl.DataFrame,
     log_events: pl.DataFrame | None,
     lookback: timedelta,
-    scales: dict[str, float],
+    scales: dict[tuple[str, str], float],
     window: timedelta,
+    first: datetime | None = None,
+    last: datetime | None = None,
 ) -> IncidentAnalysis:
-    """Symptoms, implications, the random walk and the features of every candidate of one incident."""
-    first = incident_defects["first_seen"].min()
-    last = incident_defects["last_seen"].max()
+    """Symptoms, implications, the random walk and the features of every candidate around one onset.
+
+    The analysis covers ``PRE_ONSET_MIN`` before ``first`` (default: the defects' earliest onset) to
+    ``last`` (default: their latest last_seen); a root cause shows no later than its symptoms."""
+    first = first or incident_defects["first_seen"].min()
+    last = last or incident_defects["last_seen"].max()
     pre = min(lookback, timedelta(minutes=PRE_ONSET_MIN))
     start, end = first - pre, last
     baseline_start = start - lookback
     states = _states_from_anomalies(anomalies, start, end, baseline_start, window, scales)
     _window_evidence(windows, states, baseline_start, start, end, window)
-    for service in incident_defects["service"].drop_nulls().unique().to_list():
-        states.setdefault(service, ServiceState(service))
+    _seed_defects(states, incident_defects, start, end)
     for name in states:
         if name not in topology.node_type:  # not in the graph: own requests or logs in the windows count
             topology.add_node(name, traced=states[name].own_telemetry)
@@ -844,7 +892,8 @@ def analyse_incident(
         if surge.strength <= 0:
             continue
         # the origin of a surge: no caller of it saw a surge too
-        if not any(states.get(c) and states[c].families["traffic"].strength > 0 for c in topology.callers.get(name, ())):
+        callers = topology.callers.get(name, ())
+        if not any(states.get(c) and states[c].families["traffic"].strength > 0 for c in callers):
             traffic_origins[name] = surge.strength
 
     for name, state in states.items():
@@ -875,7 +924,12 @@ def analyse_incident(
                                                  f"{dep} anomalous from {_iso(dep_state.onset)}"))
             named = next((t for t in state.texts if names_service(t, dep)), None)
             if named is not None:
-                implications.append(_Implication(name, dep, 0.9, "named_in_errors", named[:300]))
+                # naming is evidence; stronger when the named dependency failed or changed too
+                corroborated = (dep_state is not None and dep_state.failing > 0) or any(
+                    _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) >= BLAME_MIN_RELEVANCE
+                    for c in changes(dep, onset))
+                implications.append(_Implication(name, dep, 0.9 if corroborated else 0.5, "named_in_errors",
+                                                 named[:300]))
             if dep in blind and client.strength > 0:
                 implications.append(_Implication(
                     name, dep, client.strength / len(blind), "blind_dependency",
@@ -885,7 +939,7 @@ def analyse_incident(
                 # best explanation the graph offers (a contract change shows at the caller, not the callee)
                 dep_changes = changes(dep, onset)
                 if dep_changes:
-                    best = max(dep_changes, key=lambda c: _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN))
+                    best = min(dep_changes, key=lambda c: max(c["minutes_before_onset"], 0.0))
                     relevance = _relevance(best["minutes_before_onset"], CHANGE_HALF_LIFE_MIN)
                     if relevance > own_relevance and relevance >= BLAME_MIN_RELEVANCE:
                         implications.append(_Implication(
@@ -894,16 +948,21 @@ def analyse_incident(
         for origin, surge in traffic_origins.items():
             if origin == name or (topology.has_edges and origin not in topology.ancestors(name)):
                 continue
+            if (state.traffic_ratio or 0.0) < 1.2:  # the extra load did not reach this service
+                continue
             origin_onset = states[origin].families["traffic"].onset
             if origin_onset is not None and origin_onset <= onset + tolerance:
+                ratio = states[origin].traffic_ratio or 0.0
                 implications.append(_Implication(name, origin, 0.8 * surge, "traffic_surge",
-                                                 f"traffic at {origin} rose {states[origin].traffic_ratio or 0:.1f}x"))
-    # a surge origin's own symptoms downstream of it are the surge's, not its dependencies' fault
-    implications = [
-        i for i in implications
-        if not (i.source in traffic_origins and any(
-            j.source == i.target and j.target == i.source and j.reason == "traffic_surge" for j in implications))
-    ]
+                                                 f"traffic at {origin} rose {ratio:.1f}x"))
+    # a surge origin's own symptoms are the surge's, not its dependencies' fault, unless a dependency
+    # was failing before the surge began
+    def before_surge(i: _Implication) -> bool:
+        target, surge_onset = states.get(i.target), states[i.source].families["traffic"].onset
+        return (target is not None and target.own_onset is not None and surge_onset is not None
+                and target.own_onset < surge_onset - tolerance)
+
+    implications = [i for i in implications if i.source not in traffic_origins or before_surge(i)]
 
     explained: dict[str, float] = {}
     inferred: dict[str, float] = {}
@@ -956,7 +1015,11 @@ def analyse_incident(
     for node in nodes:
         state = states.get(node)
         own = state.own if state else 0.0
-        support = max(own, inferred.get(node, 0.0))
+        # how clearly the candidate itself is implicated: its own anomaly, what its callers infer, or
+        # failing outgoing calls that no dependency explains (then they are its own doing)
+        client = state.families["client"].strength if state else 0.0
+        unexplained_client = client * (1.0 - explained.get(node, 0.0))
+        support = max(own, inferred.get(node, 0.0), unexplained_client)
         magnitude = anomaly(node)
         onset = onsets.get(node) or first
         saturation = state.saturation.strength if state else 0.0
@@ -983,8 +1046,11 @@ def analyse_incident(
             "magnitude": magnitude,
         }
         score = sum(WEIGHTS[k] * v for k, v in features.items())
-        blamed = best if (best is not None and relevance >= BLAME_MIN_RELEVANCE and support >= BLAME_MIN_SUPPORT) else None
+        blamed = best if (best is not None and relevance >= BLAME_MIN_RELEVANCE
+                          and support >= BLAME_MIN_SUPPORT) else None
         kind = _cause_kind(node, state, topology, blamed, traffic_origins.get(node, 0.0), saturation)
+        if kind == "traffic_surge":
+            blamed = None  # load is the cause here, not a change
         candidates[node] = Candidate(
             service=node, features={k: round(v, 4) for k, v in features.items()}, score=float(score),
             cause_kind=kind, change=({**blamed, "relevance": round(relevance, 3)} if blamed else None),
@@ -1077,11 +1143,22 @@ def rank_root_causes(
         incident = incident.filter(pl.col("first_seen").is_not_null())
         if incident.height == 0:
             continue
-        analysis = analyse_incident(
-            str(incident_id), incident, windows=windows, anomalies=anomalies, topology=topology,
-            deployments=deployments, log_events=log_events, lookback=lookback, scales=scales, window=window,
-        )
+        analyses: dict[tuple[datetime, datetime], IncidentAnalysis] = {}
         for defect in incident.iter_rows(named=True):
+            # around this defect's own onset: an incident (or a long defect) can span several faults
+            first = defect["first_seen"]
+            last = min(defect["last_seen"] or first, first + timedelta(minutes=ANALYSIS_SPAN_MIN))
+            key = (first, last)
+            if key not in analyses:
+                pre = timedelta(minutes=PRE_ONSET_MIN)
+                scope = incident.filter((pl.col("first_seen") <= last)
+                                        & (pl.col("last_seen").fill_null(pl.col("first_seen")) >= first - pre))
+                analyses[key] = analyse_incident(
+                    str(incident_id), scope, windows=windows, anomalies=anomalies, topology=topology,
+                    deployments=deployments, log_events=log_events, lookback=lookback, scales=scales,
+                    window=window, first=first, last=last,
+                )
+            analysis = analyses[key]
             ranked = _rank_for_defect(defect, analysis, deployments, lookback, window, max_candidates)
             confidences = calibrator.predict([c.score for c in ranked])
             defect_rows = [
@@ -1098,7 +1175,8 @@ def rank_root_causes(
                 }
                 for rank, (c, conf) in enumerate(zip(ranked, confidences, strict=True), start=1)
             ]
-            frame = pl.DataFrame(defect_rows, schema={k: v for k, v in ROOT_CAUSES.items() if k != "explanation"})
+            frame = pl.DataFrame(defect_rows, schema={k: v for k, v in ROOT_CAUSES.items()
+                                                      if k != "explanation"})
             explanation = explain_markdown(defect, frame)
             rows.extend({**r, "explanation": explanation} for r in defect_rows)
     if not rows:
@@ -1164,7 +1242,8 @@ def _evidence_json(c: Candidate, defect: dict[str, Any], analysis: IncidentAnaly
         for a, b in zip(path_nodes, path_nodes[1:], strict=False):
             edge = topo.deps[a][b]
             path.append({
-                "source": a, "target": b, "edge_types": sorted(edge.edge_types), "evidence": sorted(edge.evidence),
+                "source": a, "target": b, "edge_types": sorted(edge.edge_types),
+                "evidence": sorted(edge.evidence),
                 "call_count": edge.call_count, "error_count": edge.error_count,
             })
     related = set(path_nodes or []) | {c.service}
@@ -1176,7 +1255,8 @@ def _evidence_json(c: Candidate, defect: dict[str, Any], analysis: IncidentAnaly
             if key not in strongest or (sig.get("strength") or sig.get("score") or 0) > \
                     (strongest[key].get("strength") or strongest[key].get("score") or 0):
                 strongest[key] = sig
-    signals = sorted(strongest.values(), key=lambda s: (s["service"] != c.service, s.get("onset") or "", s["service"]))
+    signals = sorted(strongest.values(),
+                     key=lambda s: (s["service"] != c.service, s.get("onset") or "", s["service"]))
     evidence = {
         "features": c.features,
         "weights": WEIGHTS,
@@ -1274,8 +1354,8 @@ def explain_markdown(defect_row: dict[str, Any], candidates: pl.DataFrame) -> st
         version = f" {md(change['version'])}" if change.get("version") else ""
         lines.append(
             f"- Change: {md(change.get('service'))}{version} {md(change.get('event_type') or 'changed')}"
-            f" ({md(change.get('change_kind') or 'code')} change) {float(change.get('minutes_before_onset') or 0):.1f}"
-            " min before the onset"
+            f" ({md(change.get('change_kind') or 'code')} change)"
+            f" {float(change.get('minutes_before_onset') or 0):.1f} min before the onset"
             + (f", commit {md(change.get('commit'), 40)}" if change.get("commit") else "")
             + (f"; files: {files}" if files else "")
         )
@@ -1342,7 +1422,8 @@ def decision_log_rows(
         return pl.DataFrame(schema=governance.DECISION_LOG)
     counts = root_causes.group_by("defect_id").agg(pl.len().alias("_n"))
     top = root_causes.filter(pl.col("rank") == 1).join(counts, on="defect_id").sort("defect_id")
-    change = pl.when(pl.col("change_id").is_not_null()).then(pl.lit(":") + pl.col("change_id")).otherwise(pl.lit(""))
+    change = (pl.when(pl.col("change_id").is_not_null()).then(pl.lit(":") + pl.col("change_id"))
+              .otherwise(pl.lit("")))
     decisions = top.select(
         pl.col("defect_id").alias("subject_id"),
         (pl.col("service") + pl.lit(":") + pl.col("cause_kind") + change).alias("outcome"),
@@ -1368,7 +1449,8 @@ def feedback_labels(root_causes: pl.DataFrame, feedback: pl.DataFrame) -> tuple[
     latest = feedback.sort("at").unique("defect_id", keep="last")
     joined = root_causes.join(latest.select(*needed), on="defect_id", how="inner")
     labelled = joined.filter(
-        (pl.col("decision") == "approve") | ((pl.col("decision") == "correct") & pl.col("root_cause_service").is_not_null())
+        (pl.col("decision") == "approve")
+        | ((pl.col("decision") == "correct") & pl.col("root_cause_service").is_not_null())
     ).with_columns(
         pl.when(pl.col("decision") == "approve").then(pl.col("rank") == 1)
         .otherwise(pl.col("service") == pl.col("root_cause_service")).cast(pl.Int8).alias("_label")

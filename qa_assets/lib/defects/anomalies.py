@@ -62,8 +62,16 @@ WARNING_LEVELS = ("WARN", "WARNING")
 FAILED_TEST_STATUSES = ("failed", "error")
 
 # Columns of signals.service_windows the detectors read; absent ones are treated as unknown (null/0).
-COUNT_COLUMNS = ("requests", "errors", "client_calls", "client_errors", "log_count", "log_error",
-                 "new_template_count", "restarts")
+COUNT_COLUMNS = (
+    "requests",
+    "errors",
+    "client_calls",
+    "client_errors",
+    "log_count",
+    "log_error",
+    "new_template_count",
+    "restarts",
+)
 GAUGE_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "cpu_utilization", "memory_bytes")
 
 # Standardized signals the forest sees and drift is measured on: name -> the window column it explains.
@@ -110,11 +118,12 @@ class DetectorSettings:
     count_threshold: float = 7.0  # one test per service, window and signal: strict, errors are bursty
     pool_windows: int = 5  # counts pooled over this many neighbouring windows (centred) ...
     wide_pool_windows: int = 15  # ... and over this many, for services with a request or two per window
-    window_evidence: float = 2.0  # ... when the window on its own is at least this unusual
+    pool_consistency: float = 0.5  # ... for windows failing at half the pool's rate or more
     min_rate_rise: float = 0.02  # an error rate must rise by 2 points at least ...
     min_rate_factor: float = 2.0  # ... and to twice its baseline
     rate_floor: float = 0.002  # the least baseline error rate assumed (no history of errors is not 0%)
-    trim_threshold: float = 4.0  # history windows beyond this tail are left out of the baseline rate
+    trim_threshold: float = 3.0  # history windows beyond this tail are left out of the baseline rate ...
+    trim_rounds: int = 3  # ... re-estimated this many times
     log_z_threshold: float = 6.0  # robust z for one window
     log_z_sustained: float = 3.5  # robust z for every window of a run ...
     sustained_windows: int = 3  # ... of at least this many consecutive windows
@@ -130,7 +139,9 @@ class DetectorSettings:
     min_service_windows: int = 30  # fewer trained windows: the service is baselined on what is scored
     novelty_warmup_min: float = 60.0  # templates are "new" only after this much known history
     novelty_min_lines: int = 3  # a new error template must recur in the scored frame ...
-    novelty_min_warning_lines: int = 3  # ... as must a new warning template (rejections are logged as warnings)
+    novelty_min_warning_lines: int = (
+        3  # ... as must a new warning template (rejections are logged as warnings)
+    )
     novelty_horizon_min: float = 120.0  # a template stays new this long after its first line
     forest_estimators: int = 100
     forest_max_samples: int = 512
@@ -162,9 +173,14 @@ class WindowDetector:
 
     @property
     def params(self) -> dict[str, Any]:
-        return {**self.settings.to_dict(), "feature_set_id": self.feature_set_id,
-                "feature_columns": ",".join(self.feature_columns), "training_rows": self.training_rows,
-                "services": len(self.services), "forest_threshold": round(self.forest_threshold, 6)}
+        return {
+            **self.settings.to_dict(),
+            "feature_set_id": self.feature_set_id,
+            "feature_columns": ",".join(self.feature_columns),
+            "training_rows": self.training_rows,
+            "services": len(self.services),
+            "forest_threshold": round(self.forest_threshold, 6),
+        }
 
 
 # --------------------------------------------------------------------------------------------- preparing
@@ -174,7 +190,9 @@ def _require_windows(windows: pl.DataFrame, what: str) -> None:
     missing = [c for c in ("service", "window_start") if c not in windows.columns]
     if missing:
         raise DetectorInputError(
-            f"{what} lacks column(s) {missing}: pass signals.service_windows rows (qa_assets.lib.windows.WINDOWS)")
+            f"{what} lacks column(s) {missing}: pass signals.service_windows rows "
+            "(qa_assets.lib.windows.WINDOWS)"
+        )
 
 
 def _window_length(windows: pl.DataFrame) -> timedelta:
@@ -189,11 +207,24 @@ def _prepare(windows: pl.DataFrame, settings: DetectorSettings) -> pl.DataFrame:
     """Typed counts, logged gauges and the hour-of-day slot; one row per service and window."""
     frame = windows
     for name in COUNT_COLUMNS:
-        frame = frame.with_columns((pl.col(name).cast(pl.Int64, strict=False) if name in frame.columns
-                                    else pl.lit(None, dtype=pl.Int64)).fill_null(0).clip(0).alias(name))
+        frame = frame.with_columns(
+            (
+                pl.col(name).cast(pl.Int64, strict=False)
+                if name in frame.columns
+                else pl.lit(None, dtype=pl.Int64)
+            )
+            .fill_null(0)
+            .clip(0)
+            .alias(name)
+        )
     for name in GAUGE_COLUMNS:
-        frame = frame.with_columns((pl.col(name).cast(pl.Float64, strict=False) if name in frame.columns
-                                    else pl.lit(None, dtype=pl.Float64)).alias(name))
+        frame = frame.with_columns(
+            (
+                pl.col(name).cast(pl.Float64, strict=False)
+                if name in frame.columns
+                else pl.lit(None, dtype=pl.Float64)
+            ).alias(name)
+        )
     if "latency_source" in frame.columns:
         from_metrics = pl.col("latency_source").fill_null("") == "metrics"
     else:
@@ -211,10 +242,13 @@ def _prepare(windows: pl.DataFrame, settings: DetectorSettings) -> pl.DataFrame:
         log_positive("cpu_utilization").alias("_log_cpu"),
         log_positive("memory_bytes").alias("_log_memory"),
     )
-    frame = frame.with_columns(pl.col("window_start").dt.hour().cast(pl.Int8).alias("_slot"),
-                               pl.col("window_start").dt.date().alias("_day"))
+    frame = frame.with_columns(
+        pl.col("window_start").dt.hour().cast(pl.Int8).alias("_slot"),
+        pl.col("window_start").dt.date().alias("_day"),
+    )
     return frame.unique(["service", "window_start"], keep="last", maintain_order=True).sort(
-        "service", "window_start")
+        "service", "window_start"
+    )
 
 
 def _tail(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -244,32 +278,61 @@ def _poisson_tail(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
 
 def _trimmed_rate(frame: pl.DataFrame, k: str, n: str, settings: DetectorSettings) -> pl.DataFrame:
     """Per service: the pooled rate k/n after leaving out windows whose neighbourhood (the wide pool of
-    windows around them) is far in the tail of the first estimate: an incident in the history must not
-    become the baseline, also where a single window holds too few requests to tell."""
-    pooled = frame.group_by("service").agg((pl.col(k).sum() / pl.col(n).sum().clip(1)).alias("_p"))
-    joined = frame.select("service", k, n, _pooled(k, settings.wide_pool_windows).alias("_kw"),
-                          _pooled(n, settings.wide_pool_windows).alias("_nw")).join(pooled, on="service", how="left")
-    tail = _tail(joined["_kw"].to_numpy(), joined["_nw"].to_numpy(),
-                 np.maximum(joined["_p"].fill_null(0).to_numpy(), settings.rate_floor))
-    kept = joined.with_columns(pl.Series("_tail", tail)).filter(pl.col("_tail") < settings.trim_threshold)
-    return kept.group_by("service").agg(
-        pl.col(k).sum().alias(f"{k}__k"), pl.col(n).sum().alias(f"{n}__n"),
-    ).with_columns(
-        # half an event of prior keeps a history without errors from claiming a 0% rate
-        ((pl.col(f"{k}__k") + 0.5) / (pl.col(f"{n}__n") + 1.0)).clip(settings.rate_floor, 0.999)
-        .alias(f"p0_{k}")
-    ).select("service", f"p0_{k}")
+    windows around them) is far in the tail of the current estimate, repeated `trim_rounds` times: an
+    incident in the history must not become the baseline, also where one window holds too few requests
+    to tell and where the incident takes a good part of the history (the estimate falls each round)."""
+    joined = frame.select(
+        "service",
+        k,
+        n,
+        _pooled(k, settings.wide_pool_windows).alias("_kw"),
+        _pooled(n, settings.wide_pool_windows).alias("_nw"),
+    )
+    kept = joined
+    for _ in range(settings.trim_rounds):
+        pooled = kept.group_by("service").agg((pl.col(k).sum() / pl.col(n).sum().clip(1)).alias("_p"))
+        scored = joined.join(pooled, on="service", how="left")
+        tail = _tail(
+            scored["_kw"].to_numpy(),
+            scored["_nw"].to_numpy(),
+            np.maximum(scored["_p"].fill_null(0).to_numpy(), settings.rate_floor),
+        )
+        kept = (
+            scored.with_columns(pl.Series("_tail", tail))
+            .filter(pl.col("_tail") < settings.trim_threshold)
+            .drop("_p", "_tail")
+        )
+    return (
+        joined.select("service")
+        .unique()
+        .join(
+            kept.group_by("service").agg(pl.col(k).sum().alias(f"{k}__k"), pl.col(n).sum().alias(f"{n}__n")),
+            on="service",
+            how="left",
+        )
+        .with_columns(
+            # half an event of prior keeps a history without errors from claiming a 0% rate
+            ((pl.col(f"{k}__k").fill_null(0) + 0.5) / (pl.col(f"{n}__n").fill_null(0) + 1.0))
+            .clip(settings.rate_floor, 0.999)
+            .alias(f"p0_{k}")
+        )
+        .select("service", f"p0_{k}")
+    )
 
 
 def _median_scale(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    exprs = []
-    for column, _, floor in _LOG_SIGNALS:
-        exprs.append(pl.col(column).median().alias(f"med{column}"))
-    medians = frame.group_by(keys).agg(*exprs)
+    medians = frame.group_by(keys).agg(
+        pl.col(column).median().alias(f"med{column}") for column, _, _ in _LOG_SIGNALS
+    )
     joined = frame.join(medians, on=keys, how="left")
     scales = joined.group_by(keys).agg(
-        *[((pl.col(column) - pl.col(f"med{column}")).abs().median() * 1.4826).clip(floor)
-          .fill_null(floor).alias(f"scale{column}") for column, _, floor in _LOG_SIGNALS],
+        *[
+            ((pl.col(column) - pl.col(f"med{column}")).abs().median() * 1.4826)
+            .clip(floor)
+            .fill_null(floor)
+            .alias(f"scale{column}")
+            for column, _, floor in _LOG_SIGNALS
+        ],
         pl.len().alias("_windows"),
     )
     return medians.join(scales, on=keys, how="left")
@@ -284,12 +347,18 @@ def _baselines(frame: pl.DataFrame, settings: DetectorSettings) -> tuple[pl.Data
         pl.col("window_start").min().alias("_first"),
     )
     per_service = per_service.join(restarts, on="service", how="left")
-    seasonal = _median_scale(frame, ["service", "_slot"]).join(
-        frame.group_by("service", "_slot").agg(pl.col("_day").n_unique().alias("_days")),
-        on=["service", "_slot"], how="left",
-    ).filter(pl.col("_days") >= settings.seasonal_min_days)
-    seasonal = seasonal.select("service", "_slot", *[f"med{c}" for c in _SEASONAL],
-                               *[f"scale{c}" for c in _SEASONAL])
+    seasonal = (
+        _median_scale(frame, ["service", "_slot"])
+        .join(
+            frame.group_by("service", "_slot").agg(pl.col("_day").n_unique().alias("_days")),
+            on=["service", "_slot"],
+            how="left",
+        )
+        .filter(pl.col("_days") >= settings.seasonal_min_days)
+    )
+    seasonal = seasonal.select(
+        "service", "_slot", *[f"med{c}" for c in _SEASONAL], *[f"scale{c}" for c in _SEASONAL]
+    )
     return per_service, seasonal
 
 
@@ -300,18 +369,30 @@ def _with_baselines(frame: pl.DataFrame, detector: WindowDetector) -> pl.DataFra
     known = detector.baselines.filter(pl.col("_windows") >= settings.min_service_windows)
     unknown = frame.filter(~pl.col("service").is_in(known["service"].implode()))
     own, _ = _baselines(unknown, settings) if unknown.height else (known.clear(), None)
-    base = pl.concat([known.with_columns(pl.lit("trained").alias("_baseline")),
-                      own.with_columns(pl.lit("self").alias("_baseline"))], how="diagonal_relaxed")
+    base = pl.concat(
+        [
+            known.with_columns(pl.lit("trained").alias("_baseline")),
+            own.with_columns(pl.lit("self").alias("_baseline")),
+        ],
+        how="diagonal_relaxed",
+    )
     out = frame.join(base, on="service", how="left")
     if detector.seasonal.height:
-        seasonal = detector.seasonal.rename({c: f"{c}_s" for c in detector.seasonal.columns
-                                             if c not in ("service", "_slot")})
-        out = out.join(seasonal, on=["service", "_slot"], how="left").with_columns(
-            *[pl.coalesce(f"med{c}_s", f"med{c}").alias(f"med{c}") for c in _SEASONAL],
-            *[pl.coalesce(f"scale{c}_s", f"scale{c}").alias(f"scale{c}") for c in _SEASONAL],
-            pl.when(pl.col(f"med{_SEASONAL[0]}_s").is_not_null()).then(pl.lit("seasonal"))
-            .otherwise(pl.col("_baseline")).alias("_baseline"),
-        ).drop([c for c in seasonal.columns if c.endswith("_s")])
+        seasonal = detector.seasonal.rename(
+            {c: f"{c}_s" for c in detector.seasonal.columns if c not in ("service", "_slot")}
+        )
+        out = (
+            out.join(seasonal, on=["service", "_slot"], how="left")
+            .with_columns(
+                *[pl.coalesce(f"med{c}_s", f"med{c}").alias(f"med{c}") for c in _SEASONAL],
+                *[pl.coalesce(f"scale{c}_s", f"scale{c}").alias(f"scale{c}") for c in _SEASONAL],
+                pl.when(pl.col(f"med{_SEASONAL[0]}_s").is_not_null())
+                .then(pl.lit("seasonal"))
+                .otherwise(pl.col("_baseline"))
+                .alias("_baseline"),
+            )
+            .drop([c for c in seasonal.columns if c.endswith("_s")])
+        )
     return out
 
 
@@ -338,8 +419,9 @@ def _standardize(frame: pl.DataFrame) -> pl.DataFrame:
         "z_restarts": (pl.col("restarts") - pl.col("p0_restarts")) / pl.col("p0_restarts").sqrt(),
         "z_new_templates": pl.col("new_template_count").cast(pl.Float64),
     }
-    return frame.with_columns(expr.fill_null(0.0).fill_nan(0.0).clip(-30.0, 30.0).alias(name)
-                              for name, expr in z.items())
+    return frame.with_columns(
+        expr.fill_null(0.0).fill_nan(0.0).clip(-30.0, 30.0).alias(name) for name, expr in z.items()
+    )
 
 
 def _distribution(values: np.ndarray) -> dict[str, Any]:
@@ -350,10 +432,15 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
     edges = np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
     counts = np.histogram(values, bins=np.concatenate([[-np.inf], edges, [np.inf]]))[0]
     return {
-        "count": int(values.size), "mean": float(values.mean()), "std": float(values.std()),
-        "min": float(values.min()), "max": float(values.max()),
-        "p50": float(np.median(values)), "p99": float(np.quantile(values, 0.99)),
-        "edges": [float(e) for e in edges], "proportions": [float(c / values.size) for c in counts],
+        "count": int(values.size),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "p50": float(np.median(values)),
+        "p99": float(np.quantile(values, 0.99)),
+        "edges": [float(e) for e in edges],
+        "proportions": [float(c / values.size) for c in counts],
         "quantiles": [float(v) for v in np.quantile(values, np.linspace(0, 1, 101))],
     }
 
@@ -361,8 +448,9 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ fitting
 
 
-def fit_detector(history_windows: pl.DataFrame, feature_set_id: str, *,
-                 settings: DetectorSettings | None = None) -> WindowDetector:
+def fit_detector(
+    history_windows: pl.DataFrame, feature_set_id: str, *, settings: DetectorSettings | None = None
+) -> WindowDetector:
     """Fit per-service baselines and an IsolationForest on trailing `signals.service_windows` rows."""
     from sklearn.ensemble import IsolationForest
 
@@ -371,14 +459,23 @@ def fit_detector(history_windows: pl.DataFrame, feature_set_id: str, *,
     if history_windows.height == 0:
         raise DetectorInputError(
             "history_windows is empty: fit the detector on at least one hour of signals.service_windows "
-            "(the scored hour itself will do for a first run)")
+            "(the scored hour itself will do for a first run)"
+        )
     frame = _prepare(history_windows, settings)
     baselines, seasonal = _baselines(frame, settings)
     detector = WindowDetector(
-        feature_set_id=feature_set_id, settings=settings, baselines=baselines, seasonal=seasonal,
-        forest=None, forest_threshold=float("inf"), feature_columns=list(FEATURES), training_summary={},
-        history_start=frame["window_start"].min(), history_end=frame["window_start"].max(),
-        training_rows=frame.height, services=sorted(frame["service"].unique().to_list()),
+        feature_set_id=feature_set_id,
+        settings=settings,
+        baselines=baselines,
+        seasonal=seasonal,
+        forest=None,
+        forest_threshold=float("inf"),
+        feature_columns=list(FEATURES),
+        training_summary={},
+        history_start=frame["window_start"].min(),
+        history_end=frame["window_start"].max(),
+        training_rows=frame.height,
+        services=sorted(frame["service"].unique().to_list()),
     )
     standardized = _standardize(_with_baselines(frame, detector))
     matrix = standardized.select(detector.feature_columns).to_numpy().astype(np.float64)
@@ -387,9 +484,12 @@ def fit_detector(history_windows: pl.DataFrame, feature_set_id: str, *,
         matrix_fit = matrix[rng.choice(matrix.shape[0], settings.forest_max_training_rows, replace=False)]
     else:
         matrix_fit = matrix
-    forest = IsolationForest(n_estimators=settings.forest_estimators,
-                             max_samples=min(settings.forest_max_samples, matrix_fit.shape[0]),
-                             random_state=settings.random_state, n_jobs=1)
+    forest = IsolationForest(
+        n_estimators=settings.forest_estimators,
+        max_samples=min(settings.forest_max_samples, matrix_fit.shape[0]),
+        random_state=settings.random_state,
+        n_jobs=1,
+    )
     forest.fit(matrix_fit)
     training_scores = -forest.score_samples(matrix)
     detector.forest = forest
@@ -408,28 +508,59 @@ def fit_detector(history_windows: pl.DataFrame, feature_set_id: str, *,
 # ---------------------------------------------------------------------------------------------- detecting
 
 
-def _changes(frame: pl.DataFrame, deployments: pl.DataFrame | None, window: timedelta,
-             settings: DetectorSettings) -> pl.DataFrame:
+def _changes(
+    frame: pl.DataFrame, deployments: pl.DataFrame | None, window: timedelta, settings: DetectorSettings
+) -> pl.DataFrame:
     """`after_change_id`: the latest change of the service that landed in the window or in the
-    `change_lookback_min` before it (from the deployments frame, else the windows' own change columns)."""
+    `change_lookback_min` before it, and `_minutes_after_change` from that change to the window's end
+    (from the deployments frame, else the windows' own change columns)."""
     lookback = timedelta(minutes=settings.change_lookback_min)
-    if deployments is not None and deployments.height and {"service", "timestamp", "event_id"} <= set(
-            deployments.columns):
-        changes = deployments.select(
-            "service", pl.col("timestamp").cast(TS).alias("_change_at"), pl.col("event_id").alias("_change_id"),
-        ).drop_nulls(["service", "_change_at"]).sort("_change_at")
+    if (
+        deployments is not None
+        and deployments.height
+        and {"service", "timestamp", "event_id"} <= set(deployments.columns)
+    ):
+        changes = (
+            deployments.select(
+                "service",
+                pl.col("timestamp").cast(TS).alias("_change_at"),
+                pl.col("event_id").alias("_change_id"),
+            )
+            .drop_nulls(["service", "_change_at"])
+            .sort("_change_at")
+        )
         keyed = frame.with_columns((pl.col("window_start") + window).alias("_window_end")).sort("_window_end")
-        joined = keyed.join_asof(changes, left_on="_window_end", right_on="_change_at", by="service",
-                                 strategy="backward", check_sortedness=False)
-        return joined.with_columns(
-            pl.when(pl.col("_change_at") >= pl.col("window_start") - lookback)
-            .then(pl.col("_change_id")).alias("after_change_id")
-        ).drop("_window_end", "_change_at", "_change_id").sort("service", "window_start")
+        joined = keyed.join_asof(
+            changes,
+            left_on="_window_end",
+            right_on="_change_at",
+            by="service",
+            strategy="backward",
+            check_sortedness=False,
+        )
+        recent = pl.col("_change_at") >= pl.col("window_start") - lookback
+        return (
+            joined.with_columns(
+                pl.when(recent).then(pl.col("_change_id")).alias("after_change_id"),
+                pl.when(recent)
+                .then((pl.col("_window_end") - pl.col("_change_at")).dt.total_seconds() / 60.0)
+                .alias("_minutes_after_change"),
+            )
+            .drop("_window_end", "_change_at", "_change_id")
+            .sort("service", "window_start")
+        )
     if {"last_change_id", "minutes_since_change"} <= set(frame.columns):
+        recent = pl.col("minutes_since_change").cast(pl.Float64) <= settings.change_lookback_min
         return frame.with_columns(
-            pl.when(pl.col("minutes_since_change").cast(pl.Float64) <= settings.change_lookback_min)
-            .then(pl.col("last_change_id")).alias("after_change_id"))
-    return frame.with_columns(pl.lit(None, dtype=pl.String).alias("after_change_id"))
+            pl.when(recent).then(pl.col("last_change_id")).alias("after_change_id"),
+            pl.when(recent)
+            .then(pl.col("minutes_since_change").cast(pl.Float64))
+            .alias("_minutes_after_change"),
+        )
+    return frame.with_columns(
+        pl.lit(None, dtype=pl.String).alias("after_change_id"),
+        pl.lit(None, dtype=pl.Float64).alias("_minutes_after_change"),
+    )
 
 
 def _runs(flag: pl.Expr) -> pl.Expr:
@@ -443,8 +574,11 @@ def _pooled(column: str, windows: int) -> pl.Expr:
     half = windows // 2
     total = pl.col(column)
     for offset in range(1, half + 1):
-        total = total + pl.col(column).shift(offset).over("service").fill_null(0) \
+        total = (
+            total
+            + pl.col(column).shift(offset).over("service").fill_null(0)
             + pl.col(column).shift(-offset).over("service").fill_null(0)
+        )
     return total
 
 
@@ -457,51 +591,86 @@ def _load_ratio() -> pl.Expr:
 
 def _rate_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataFrame]:
     out = []
-    factor = pl.when(pl.col("after_change_id").is_not_null()).then(settings.change_threshold_factor).otherwise(1.0)
+    factor = (
+        pl.when(pl.col("after_change_id").is_not_null()).then(settings.change_threshold_factor).otherwise(1.0)
+    )
     for k, n, signal, detector in _RATE_SIGNALS:
         p0 = f"p0_{k}"
-        pooled = frame.select(_pooled(k, settings.pool_windows).alias("_k5"),
-                              _pooled(n, settings.pool_windows).alias("_n5"),
-                              _pooled(k, settings.wide_pool_windows).alias("_kw"),
-                              _pooled(n, settings.wide_pool_windows).alias("_nw"))
+        pooled = frame.select(
+            _pooled(k, settings.pool_windows).alias("_k5"),
+            _pooled(n, settings.pool_windows).alias("_n5"),
+            _pooled(k, settings.wide_pool_windows).alias("_kw"),
+            _pooled(n, settings.wide_pool_windows).alias("_nw"),
+        )
         p = frame[p0].fill_null(settings.rate_floor).to_numpy()
         single = _tail(frame[k].to_numpy(), frame[n].to_numpy(), p)
         near = _tail(pooled["_k5"].to_numpy(), pooled["_n5"].to_numpy(), p)
         wide = _tail(pooled["_kw"].to_numpy(), pooled["_nw"].to_numpy(), p)
         scored = pl.concat([frame, pooled], how="horizontal").with_columns(
-            pl.Series("_single", single), pl.Series("_near", near), pl.Series("_wide", wide),
+            pl.Series("_single", single),
+            pl.Series("_near", near),
+            pl.Series("_wide", wide),
             (pl.col(k) / pl.col(n).clip(1)).alias("_rate"),
             (pl.col("_k5") / pl.col("_n5").clip(1)).alias("_rate5"),
             (pl.col("_kw") / pl.col("_nw").clip(1)).alias("_ratew"),
             (settings.count_threshold * factor).alias("_threshold"),
         )
 
-        def big_enough(rate: pl.Expr) -> pl.Expr:
-            return (rate - pl.col(p0) >= settings.min_rate_rise) & (rate >= settings.min_rate_factor * pl.col(p0))
+        def big_enough(rate: pl.Expr, p0: str = p0) -> pl.Expr:
+            return (rate - pl.col(p0) >= settings.min_rate_rise) & (
+                rate >= settings.min_rate_factor * pl.col(p0)
+            )
 
-        # A pooled test speaks for a window only when the window itself is unusual (p < 1%): windows next
-        # to a spike do not inherit it.
-        failing_here = (pl.col("_single") >= settings.window_evidence) & big_enough(pl.col("_rate"))
-        flagged = ((pl.col("_single") >= pl.col("_threshold")) & big_enough(pl.col("_rate"))) | (
-            failing_here & (((pl.col("_near") >= pl.col("_threshold")) & big_enough(pl.col("_rate5")))
-                            | ((pl.col("_wide") >= pl.col("_threshold")) & big_enough(pl.col("_ratew")))))
-        rows = scored.filter(pl.col(n) > 0).with_columns(
-            pl.lit(detector).alias("detector"), pl.lit(signal).alias("signal"),
-            pl.col("_rate").alias("value"), pl.col(p0).alias("expected"),
-            pl.max_horizontal("_single", "_near", "_wide").alias("score"), flagged.alias("is_anomaly"),
-            pl.struct(pl.col(k).alias("count"), pl.col(n).alias("of"), pl.col("_k5").alias("count_pooled"),
-                      pl.col("_n5").alias("of_pooled"), pl.col("_kw").alias("count_wide"),
-                      pl.col("_nw").alias("of_wide"), pl.col("_threshold").round(3).alias("threshold"),
-                      _load_ratio().alias("load_ratio"), pl.col("_baseline").alias("baseline"))
-            .struct.json_encode().alias("details"),
-        ).filter(pl.col("is_anomaly"))
+        # A pooled test speaks for a window only when the window itself fails at a rate like the pool's
+        # (half of it at least): windows next to a spike do not inherit it, while a service with a request
+        # or two per window is judged over enough of them.
+        def like(pool_rate: str, k: str = k) -> pl.Expr:
+            return (
+                (pl.col(k) > 0)
+                & big_enough(pl.col("_rate"))
+                & (pl.col("_rate") >= settings.pool_consistency * pl.col(pool_rate))
+            )
+
+        flagged = (
+            ((pl.col("_single") >= pl.col("_threshold")) & big_enough(pl.col("_rate")))
+            | (like("_rate5") & (pl.col("_near") >= pl.col("_threshold")) & big_enough(pl.col("_rate5")))
+            | (like("_ratew") & (pl.col("_wide") >= pl.col("_threshold")) & big_enough(pl.col("_ratew")))
+        )
+        rows = (
+            scored.filter(pl.col(n) > 0)
+            .with_columns(
+                pl.lit(detector).alias("detector"),
+                pl.lit(signal).alias("signal"),
+                pl.col("_rate").alias("value"),
+                pl.col(p0).alias("expected"),
+                pl.max_horizontal("_single", "_near", "_wide").alias("score"),
+                flagged.alias("is_anomaly"),
+                pl.struct(
+                    pl.col(k).alias("count"),
+                    pl.col(n).alias("of"),
+                    pl.col("_k5").alias("count_pooled"),
+                    pl.col("_n5").alias("of_pooled"),
+                    pl.col("_kw").alias("count_wide"),
+                    pl.col("_nw").alias("of_wide"),
+                    pl.col("_threshold").round(3).alias("threshold"),
+                    _load_ratio().alias("load_ratio"),
+                    pl.col("_minutes_after_change").round(2).alias("minutes_after_change"),
+                    pl.col("_baseline").alias("baseline"),
+                )
+                .struct.json_encode()
+                .alias("details"),
+            )
+            .filter(pl.col("is_anomaly"))
+        )
         out.append(rows)
     return out
 
 
 def _log_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataFrame]:
     out = []
-    factor = pl.when(pl.col("after_change_id").is_not_null()).then(settings.change_threshold_factor).otherwise(1.0)
+    factor = (
+        pl.when(pl.col("after_change_id").is_not_null()).then(settings.change_threshold_factor).otherwise(1.0)
+    )
     rules = {  # column: (two-sided, least ratio to the baseline)
         "_log_p95": (False, settings.min_latency_ratio),
         "_log_p50": (False, settings.min_latency_ratio),
@@ -523,26 +692,49 @@ def _log_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataFr
         scored = frame.with_columns(signed.alias("_z"), far.fill_null(False).alias("_far"))
         sustained = (pl.col("_z") >= settings.log_z_sustained * factor) & pl.col("_far")
         flagged = ((pl.col("_z") >= settings.log_z_threshold * factor) & pl.col("_far")) | (
-            _runs(sustained.fill_null(False)) >= settings.sustained_windows)
-        rows = scored.with_columns(flagged.fill_null(False).alias("is_anomaly")).filter(
-            pl.col("is_anomaly") & pl.col(column).is_not_null()
-        ).with_columns(
-            pl.lit("baseline").alias("detector"), pl.lit(signal).alias("signal"), value.alias("value"),
-            expected.alias("expected"), pl.col("_z").clip(0).alias("score"),
-            pl.struct(pl.col("_z").round(3).alias("robust_z"), moved.round(4).alias("log_ratio"),
-                      _load_ratio().alias("load_ratio"), pl.col("_baseline").alias("baseline"))
-            .struct.json_encode().alias("details"),
+            _runs(sustained.fill_null(False)) >= settings.sustained_windows
+        )
+        rows = (
+            scored.with_columns(flagged.fill_null(False).alias("is_anomaly"))
+            .filter(pl.col("is_anomaly") & pl.col(column).is_not_null())
+            .with_columns(
+                pl.lit("baseline").alias("detector"),
+                pl.lit(signal).alias("signal"),
+                value.alias("value"),
+                expected.alias("expected"),
+                pl.col("_z").clip(0).alias("score"),
+                pl.struct(
+                    pl.col("_z").round(3).alias("robust_z"),
+                    moved.round(4).alias("log_ratio"),
+                    _load_ratio().alias("load_ratio"),
+                    pl.col("_minutes_after_change").round(2).alias("minutes_after_change"),
+                    pl.col("_baseline").alias("baseline"),
+                )
+                .struct.json_encode()
+                .alias("details"),
+            )
         )
         out.append(rows)
     restarts = frame.filter(pl.col("restarts") > 0)
     if restarts.height:
         score = _poisson_tail(restarts["restarts"].to_numpy(), restarts["p0_restarts"].to_numpy())
-        out.append(restarts.with_columns(pl.Series("score", score)).with_columns(
-            pl.lit("baseline").alias("detector"), pl.lit("restarts").alias("signal"),
-            pl.col("restarts").cast(pl.Float64).alias("value"), pl.col("p0_restarts").alias("expected"),
-            (pl.col("score") >= settings.restart_threshold).alias("is_anomaly"),
-            pl.struct(pl.col("_baseline").alias("baseline")).struct.json_encode().alias("details"),
-        ).filter(pl.col("is_anomaly")))
+        out.append(
+            restarts.with_columns(pl.Series("score", score))
+            .with_columns(
+                pl.lit("baseline").alias("detector"),
+                pl.lit("restarts").alias("signal"),
+                pl.col("restarts").cast(pl.Float64).alias("value"),
+                pl.col("p0_restarts").alias("expected"),
+                (pl.col("score") >= settings.restart_threshold).alias("is_anomaly"),
+                pl.struct(
+                    pl.col("_minutes_after_change").round(2).alias("minutes_after_change"),
+                    pl.col("_baseline").alias("baseline"),
+                )
+                .struct.json_encode()
+                .alias("details"),
+            )
+            .filter(pl.col("is_anomaly"))
+        )
     return out
 
 
@@ -559,21 +751,29 @@ def _forest_rows(frame: pl.DataFrame, detector: WindowDetector) -> pl.DataFrame:
         "error_rate": pl.col("errors") / pl.col("requests").clip(1),
         "client_error_rate": pl.col("client_errors") / pl.col("client_calls").clip(1),
         "log_error": pl.col("log_error").cast(pl.Float64),
-        "latency_p95_ms": pl.col("latency_p95_ms"), "latency_p50_ms": pl.col("latency_p50_ms"),
-        "requests": pl.col("requests").cast(pl.Float64), "cpu_utilization": pl.col("cpu_utilization"),
-        "memory_bytes": pl.col("memory_bytes"), "restarts": pl.col("restarts").cast(pl.Float64),
+        "latency_p95_ms": pl.col("latency_p95_ms"),
+        "latency_p50_ms": pl.col("latency_p50_ms"),
+        "requests": pl.col("requests").cast(pl.Float64),
+        "cpu_utilization": pl.col("cpu_utilization"),
+        "memory_bytes": pl.col("memory_bytes"),
+        "restarts": pl.col("restarts").cast(pl.Float64),
         "new_template_count": pl.col("new_template_count").cast(pl.Float64),
     }
     expected = {
-        "error_rate": pl.col("p0_errors"), "client_error_rate": pl.col("p0_client_errors"),
+        "error_rate": pl.col("p0_errors"),
+        "client_error_rate": pl.col("p0_client_errors"),
         "log_error": pl.col("p0_log_error") * pl.col("log_count"),
-        "latency_p95_ms": pl.col("med_log_p95").exp(), "latency_p50_ms": pl.col("med_log_p50").exp(),
-        "requests": pl.col("med_log_requests").exp() - 1, "cpu_utilization": pl.col("med_log_cpu").exp(),
-        "memory_bytes": pl.col("med_log_memory").exp(), "restarts": pl.col("p0_restarts"),
+        "latency_p95_ms": pl.col("med_log_p95").exp(),
+        "latency_p50_ms": pl.col("med_log_p50").exp(),
+        "requests": pl.col("med_log_requests").exp() - 1,
+        "cpu_utilization": pl.col("med_log_cpu").exp(),
+        "memory_bytes": pl.col("med_log_memory").exp(),
+        "restarts": pl.col("p0_restarts"),
         "new_template_count": pl.lit(0.0),
     }
-    frame = frame.with_columns(pl.Series("_signal", signals, dtype=pl.String), pl.Series("score", scores),
-                               pl.Series("_top_z", top_z))
+    frame = frame.with_columns(
+        pl.Series("_signal", signals, dtype=pl.String), pl.Series("score", scores), pl.Series("_top_z", top_z)
+    )
     value = pl.lit(None, dtype=pl.Float64)
     exp = pl.lit(None, dtype=pl.Float64)
     for signal in FEATURES.values():
@@ -581,18 +781,30 @@ def _forest_rows(frame: pl.DataFrame, detector: WindowDetector) -> pl.DataFrame:
         exp = pl.when(pl.col("_signal") == signal).then(expected[signal].cast(pl.Float64)).otherwise(exp)
     contributions = pl.struct(*[pl.col(c).round(2) for c in detector.feature_columns])
     return frame.with_columns(
-        pl.lit("isolation_forest").alias("detector"), pl.col("_signal").alias("signal"), value.alias("value"),
+        pl.lit("isolation_forest").alias("detector"),
+        pl.col("_signal").alias("signal"),
+        value.alias("value"),
         exp.alias("expected"),
-        ((pl.col("score") >= detector.forest_threshold) & (pl.col("_top_z") >= settings.forest_min_z))
-        .alias("is_anomaly"),
-        pl.struct(pl.lit(round(detector.forest_threshold, 5)).alias("threshold"),
-                  contributions.alias("robust_z"), pl.col("_baseline").alias("baseline"))
-        .struct.json_encode().alias("details"),
+        ((pl.col("score") >= detector.forest_threshold) & (pl.col("_top_z") >= settings.forest_min_z)).alias(
+            "is_anomaly"
+        ),
+        pl.struct(
+            pl.lit(round(detector.forest_threshold, 5)).alias("threshold"),
+            contributions.alias("robust_z"),
+            pl.col("_baseline").alias("baseline"),
+        )
+        .struct.json_encode()
+        .alias("details"),
     )
 
 
-def _template_rows(log_events: pl.DataFrame, detector: WindowDetector, window: timedelta,
-                   changes: pl.DataFrame, templates: pl.DataFrame | None) -> pl.DataFrame:
+def _template_rows(
+    log_events: pl.DataFrame,
+    detector: WindowDetector,
+    window: timedelta,
+    changes: pl.DataFrame,
+    templates: pl.DataFrame | None,
+) -> pl.DataFrame:
     """Never-seen error (or warning) templates that recur: a row per service, window and template for
     every window the new template occurs in, so the defect lasts as long as the new failure does.
 
@@ -602,61 +814,92 @@ def _template_rows(log_events: pl.DataFrame, detector: WindowDetector, window: t
     needed = {"service", "timestamp", "level", "template_id", "is_new_template"}
     missing = needed - set(log_events.columns)
     if missing:
-        raise DetectorInputError(f"log_events lacks column(s) {sorted(missing)}: pass signals.log_events rows")
+        raise DetectorInputError(
+            f"log_events lacks column(s) {sorted(missing)}: pass signals.log_events rows"
+        )
     if detector.history_start is None:
         return pl.DataFrame(schema=ANOMALIES)
     known_since = detector.history_start + timedelta(minutes=settings.novelty_warmup_min)
-    exc = pl.col("exception_type") if "exception_type" in log_events.columns else pl.lit(None, dtype=pl.String)
+    exc = (
+        pl.col("exception_type") if "exception_type" in log_events.columns else pl.lit(None, dtype=pl.String)
+    )
     template = pl.col("template") if "template" in log_events.columns else pl.lit(None, dtype=pl.String)
     level = pl.col("level").fill_null("").str.to_uppercase()
     every = f"{max(1, int(window.total_seconds() // 60))}m"
-    failing = log_events.filter(level.is_in([*ERROR_LEVELS, *WARNING_LEVELS]) | exc.is_not_null()).with_columns(
-        exc.alias("exception_type"), template.alias("template"),
+    failing = log_events.filter(
+        level.is_in([*ERROR_LEVELS, *WARNING_LEVELS]) | exc.is_not_null()
+    ).with_columns(
+        exc.alias("exception_type"),
+        template.alias("template"),
         (level.is_in(ERROR_LEVELS) | exc.is_not_null()).alias("_error"),
-        pl.col("timestamp").cast(TS).dt.truncate(every).alias("window_start"))
+        pl.col("timestamp").cast(TS).dt.truncate(every).alias("window_start"),
+    )
     # Templates first seen after the history the detector knows, and recently.
     if templates is not None and {"template_id", "first_seen"} <= set(templates.columns):
-        first = templates.select("template_id", pl.col("first_seen").cast(TS).dt.truncate(every).alias("_since"))
+        first = templates.select(
+            "template_id", pl.col("first_seen").cast(TS).dt.truncate(every).alias("_since")
+        )
         new = failing.select("service", "template_id").unique().join(first, on="template_id", how="inner")
     else:
-        new = failing.filter(pl.col("is_new_template").fill_null(False)).group_by("service", "template_id").agg(
-            pl.col("window_start").min().alias("_since"))
+        new = (
+            failing.filter(pl.col("is_new_template").fill_null(False))
+            .group_by("service", "template_id")
+            .agg(pl.col("window_start").min().alias("_since"))
+        )
     new = new.filter(pl.col("_since") >= known_since)
     if new.height == 0:
         return pl.DataFrame(schema=ANOMALIES)
     horizon = timedelta(minutes=settings.novelty_horizon_min)
     lines = failing.join(new, on=["service", "template_id"], how="inner").filter(
-        (pl.col("window_start") >= pl.col("_since")) & (pl.col("window_start") < pl.col("_since") + horizon))
-    recurrence = lines.group_by("service", "template_id").agg(pl.len().alias("_lines"),
-                                                              pl.col("_error").any().alias("_is_error"))
-    rows = lines.group_by("service", "window_start", "template_id").agg(
-        pl.len().alias("_window_lines"), pl.col("template").first(), pl.col("exception_type").drop_nulls().first(),
-        pl.col("level").drop_nulls().first(),
-    ).join(recurrence, on=["service", "template_id"], how="left").join(
-        changes, on=["service", "window_start"], how="left")
-    needed_lines = pl.when(pl.col("_is_error")).then(settings.novelty_min_lines).otherwise(
-        settings.novelty_min_warning_lines)
+        (pl.col("window_start") >= pl.col("_since")) & (pl.col("window_start") < pl.col("_since") + horizon)
+    )
+    recurrence = lines.group_by("service", "template_id").agg(
+        pl.len().alias("_lines"), pl.col("_error").any().alias("_is_error")
+    )
+    rows = (
+        lines.group_by("service", "window_start", "template_id")
+        .agg(
+            pl.len().alias("_window_lines"),
+            pl.col("template").first(),
+            pl.col("exception_type").drop_nulls().first(),
+            pl.col("level").drop_nulls().first(),
+        )
+        .join(recurrence, on=["service", "template_id"], how="left")
+        .join(changes, on=["service", "window_start"], how="left")
+    )
+    needed_lines = (
+        pl.when(pl.col("_is_error"))
+        .then(settings.novelty_min_lines)
+        .otherwise(settings.novelty_min_warning_lines)
+    )
     return rows.with_columns(
         pl.col("window_start").dt.truncate("1h").alias("hour"),
-        pl.lit("new_error_template").alias("detector"), pl.lit("new_template_count").alias("signal"),
-        pl.col("_window_lines").cast(pl.Float64).alias("value"), pl.lit(0.0).alias("expected"),
+        pl.lit("new_error_template").alias("detector"),
+        pl.lit("new_template_count").alias("signal"),
+        pl.col("_window_lines").cast(pl.Float64).alias("value"),
+        pl.lit(0.0).alias("expected"),
         (pl.col("_lines").cast(pl.Float64) + 1).log(2).alias("score"),
         (pl.col("_lines") >= needed_lines).alias("is_anomaly"),
         pl.struct("template", "exception_type", "level", pl.col("_lines").alias("lines_in_frame"))
-        .struct.json_encode().alias("details"),
+        .struct.json_encode()
+        .alias("details"),
     )
 
 
 def _test_rows(failed_tests: pl.DataFrame, window: timedelta) -> pl.DataFrame:
-    """Failing CI test cases per service and window; `flaky` when a failing test also passed on its version."""
+    """Failing CI test cases per service and window; `flaky` when a failing test also passed on its
+    version."""
     needed = {"service", "timestamp", "status", "name"}
     missing = needed - set(failed_tests.columns)
     if missing:
         raise DetectorInputError(f"failed_tests lacks column(s) {sorted(missing)}: pass raw.test_cases rows")
     tests = failed_tests.with_columns(
-        (pl.col("classname") if "classname" in failed_tests.columns else pl.lit(None, dtype=pl.String))
-        .alias("classname"),
-        (pl.col("version") if "version" in failed_tests.columns else pl.lit(None, dtype=pl.String)).alias("version"),
+        (pl.col("classname") if "classname" in failed_tests.columns else pl.lit(None, dtype=pl.String)).alias(
+            "classname"
+        ),
+        (pl.col("version") if "version" in failed_tests.columns else pl.lit(None, dtype=pl.String)).alias(
+            "version"
+        ),
         pl.col("status").fill_null("").str.to_lowercase().alias("status"),
     ).filter(pl.col("service").is_not_null())
     if tests.height == 0:
@@ -666,29 +909,47 @@ def _test_rows(failed_tests: pl.DataFrame, window: timedelta) -> pl.DataFrame:
         (pl.col("status") == "passed").any().alias("_passed"),
     )
     every = f"{max(1, int(window.total_seconds() // 60))}m"
-    failed = tests.filter(pl.col("status").is_in(FAILED_TEST_STATUSES)).join(
-        outcome, on=["service", "classname", "name", "version"], how="left", nulls_equal=True,
-    ).with_columns(pl.col("timestamp").cast(TS).dt.truncate(every).alias("window_start"))
+    failed = (
+        tests.filter(pl.col("status").is_in(FAILED_TEST_STATUSES))
+        .join(
+            outcome,
+            on=["service", "classname", "name", "version"],
+            how="left",
+            nulls_equal=True,
+        )
+        .with_columns(pl.col("timestamp").cast(TS).dt.truncate(every).alias("window_start"))
+    )
     if failed.height == 0:
         return pl.DataFrame(schema=ANOMALIES)
     rows = failed.group_by("service", "window_start").agg(
-        pl.len().alias("_failures"), pl.col("name").unique().sort().alias("tests"),
+        pl.len().alias("_failures"),
+        pl.col("name").unique().sort().alias("tests"),
         pl.col("version").drop_nulls().unique().sort().alias("versions"),
         (pl.col("_failed") & pl.col("_passed")).any().alias("flaky"),
     )
     return rows.with_columns(
         pl.col("window_start").dt.truncate("1h").alias("hour"),
-        pl.lit("test_failure").alias("detector"), pl.lit("test_failures").alias("signal"),
-        pl.col("_failures").cast(pl.Float64).alias("value"), pl.lit(0.0).alias("expected"),
-        pl.col("_failures").cast(pl.Float64).alias("score"), pl.lit(True).alias("is_anomaly"),
+        pl.lit("test_failure").alias("detector"),
+        pl.lit("test_failures").alias("signal"),
+        pl.col("_failures").cast(pl.Float64).alias("value"),
+        pl.lit(0.0).alias("expected"),
+        pl.col("_failures").cast(pl.Float64).alias("score"),
+        pl.lit(True).alias("is_anomaly"),
         pl.lit(None, dtype=pl.String).alias("after_change_id"),
         pl.struct("tests", "versions", "flaky").struct.json_encode().alias("details"),
     )
 
 
-def detect(windows: pl.DataFrame, detector: WindowDetector, *, log_events: pl.DataFrame | None = None,
-           failed_tests: pl.DataFrame | None = None, deployments: pl.DataFrame | None = None,
-           model_version: str, templates: pl.DataFrame | None = None) -> pl.DataFrame:
+def detect(
+    windows: pl.DataFrame,
+    detector: WindowDetector,
+    *,
+    log_events: pl.DataFrame | None = None,
+    failed_tests: pl.DataFrame | None = None,
+    deployments: pl.DataFrame | None = None,
+    model_version: str,
+    templates: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Score the windows with every detector; returns `defects.anomalies` rows (ANOMALIES).
 
     Every window gets an `isolation_forest` row (the scored windows); the other detectors add a row where
@@ -700,7 +961,9 @@ def detect(windows: pl.DataFrame, detector: WindowDetector, *, log_events: pl.Da
     settings = detector.settings
     window = _window_length(windows)
     parts: list[pl.DataFrame] = []
-    change_keys = pl.DataFrame(schema={"service": pl.String, "window_start": TS, "after_change_id": pl.String})
+    change_keys = pl.DataFrame(
+        schema={"service": pl.String, "window_start": TS, "after_change_id": pl.String}
+    )
     if windows.height:
         frame = _prepare(windows, settings)
         frame = _changes(frame, deployments, window, settings)
@@ -724,12 +987,18 @@ def detect(windows: pl.DataFrame, detector: WindowDetector, *, log_events: pl.Da
         if ids.len() == 1:
             feature_set_id = ids[0]
     columns = [c for c in ANOMALIES if c not in ("model_name", "model_version", "feature_set_id")]
-    shaped = [p.with_columns(*[pl.lit(None, dtype=ANOMALIES[c]).alias(c) for c in columns if c not in p.columns])
-              .select([pl.col(c).cast(ANOMALIES[c]) for c in columns]) for p in parts if p.height]
+    shaped = [
+        p.with_columns(
+            *[pl.lit(None, dtype=ANOMALIES[c]).alias(c) for c in columns if c not in p.columns]
+        ).select([pl.col(c).cast(ANOMALIES[c]) for c in columns])
+        for p in parts
+        if p.height
+    ]
     if not shaped:
         return pl.DataFrame(schema=ANOMALIES)
     out = pl.concat(shaped).with_columns(
-        pl.lit(MODEL_NAME).alias("model_name"), pl.lit(str(model_version)).alias("model_version"),
+        pl.lit(MODEL_NAME).alias("model_name"),
+        pl.lit(str(model_version)).alias("model_version"),
         pl.lit(feature_set_id).alias("feature_set_id"),
         pl.col("score").fill_nan(0.0).fill_null(0.0).clip(0.0),
     )
@@ -760,11 +1029,14 @@ def _ks_against_quantiles(quantiles: list[float], values: np.ndarray) -> float:
     train_cdf_left = np.searchsorted(q, points, side="left") / q.size
     sample_cdf = np.searchsorted(values, points, side="right") / values.size
     sample_cdf_left = np.searchsorted(values, points, side="left") / values.size
-    return float(max(np.max(np.abs(sample_cdf - train_cdf)), np.max(np.abs(sample_cdf_left - train_cdf_left))))
+    return float(
+        max(np.max(np.abs(sample_cdf - train_cdf)), np.max(np.abs(sample_cdf_left - train_cdf_left)))
+    )
 
 
-def drift(detector: WindowDetector, windows: pl.DataFrame, *, alpha: float = 0.001,
-          min_distance: float = 0.2) -> dict[str, Any]:
+def drift(
+    detector: WindowDetector, windows: pl.DataFrame, *, alpha: float = 0.001, min_distance: float = 0.2
+) -> dict[str, Any]:
     """Has the population of standardized features moved since training?
 
     Per feature the Kolmogorov-Smirnov distance between `windows` and the training distribution (kept as
@@ -774,7 +1046,13 @@ def drift(detector: WindowDetector, windows: pl.DataFrame, *, alpha: float = 0.0
     it (PSI > 0.25 is the usual alarm, but it is biased upwards on small samples, so it does not decide).
     `drifted`: retrain the detector."""
     _require_windows(windows, "windows")
-    result: dict[str, Any] = {"method": "ks", "alpha": alpha, "rows": windows.height, "features": {}, "psi": {}}
+    result: dict[str, Any] = {
+        "method": "ks",
+        "alpha": alpha,
+        "rows": windows.height,
+        "features": {},
+        "psi": {},
+    }
     if windows.height == 0:
         return {**result, "threshold": None, "max": 0.0, "max_feature": None, "drifted": False}
     critical = float(stats.kstwo.ppf(1 - alpha, windows.height))

@@ -104,16 +104,22 @@ def defect_features(defects: pl.DataFrame) -> pl.DataFrame:
     Features come from each row's evidence JSON (`{"features": {...}}`, written by grouping); a frame
     that already holds the feature columns is passed through (typed and ordered)."""
     if all(c in defects.columns for c in FEATURE_COLUMNS):
-        return defects.select([pl.col(c).cast(pl.Float64).fill_null(0.0).fill_nan(0.0) for c in FEATURE_COLUMNS])
+        return defects.select(
+            [pl.col(c).cast(pl.Float64).fill_null(0.0).fill_nan(0.0) for c in FEATURE_COLUMNS]
+        )
     if "evidence" not in defects.columns:
         raise ClassifierInputError(
             "defects have neither the feature columns nor an `evidence` column: pass defects.defects rows "
-            "(grouping writes the features into evidence) or a frame with classify.FEATURE_COLUMNS")
+            "(grouping writes the features into evidence) or a frame with classify.FEATURE_COLUMNS"
+        )
     if defects.height == 0:
         return pl.DataFrame(schema={c: pl.Float64 for c in FEATURE_COLUMNS})
     decoded = defects.select(
-        pl.col("evidence").fill_null("{}").str.json_decode(pl.Struct({"features": _FEATURE_STRUCT}))
-        .struct.field("features").alias("_f")
+        pl.col("evidence")
+        .fill_null("{}")
+        .str.json_decode(pl.Struct({"features": _FEATURE_STRUCT}))
+        .struct.field("features")
+        .alias("_f")
     ).unnest("_f")
     return decoded.select([pl.col(c).cast(pl.Float64).fill_null(0.0).fill_nan(0.0) for c in FEATURE_COLUMNS])
 
@@ -126,7 +132,7 @@ def rule_type(defects_features: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
     f = defect_features(defects_features)
     c = pl.col
     has_errors = c("error_windows") > 0  # anomalous errors, not a noisy peak
-    blind_or_store = (c("blind_service") > 0)
+    blind_or_store = c("blind_service") > 0
     rules: list[tuple[pl.Expr, str, pl.Expr]] = [
         ((c("test_evidence") > 0) & (c("test_flaky") > 0), "flaky_test", pl.lit(0.9)),
         ((c("test_evidence") > 0) & (c("test_timing") > 0), "flaky_test", pl.lit(0.6)),
@@ -136,20 +142,49 @@ def rule_type(defects_features: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
         (c("test_evidence") > 0, "error_spike", pl.lit(0.5)),
         (blind_or_store & (c("datastore") > 0), "dependency_failure", pl.lit(0.8)),
         (blind_or_store, "availability", pl.lit(0.75)),
-        ((c("memory_ratio_log2") >= 0.3) | ((c("kw_resource") >= 0.3) & (c("restarts") > 0)),
-         "resource_exhaustion", pl.lit(0.8)),
-        ((c("restarts") > 0) | ((c("share_unavailable") >= 0.5) & (c("client_failure_share") < 0.5)),
-         "availability", pl.lit(0.7)),
-        (has_errors & ((c("kw_config") >= 0.3) | ((c("after_config_change") > 0) & (c("client_failure_share") < 0.5)
-                                                   & (c("kw_dependency") < 0.5))), "config_error",
-         pl.when(c("kw_config") >= 0.3).then(0.8).otherwise(0.6)),
-        (has_errors & ((c("kw_validation") >= 0.3) | (c("share_4xx") >= 0.5)), "data_validation",
-         pl.when(c("kw_validation") >= 0.3).then(0.8).otherwise(0.65)),
-        (has_errors & ((c("client_failure_share") >= 0.5) | (c("kw_dependency") >= 0.5)), "dependency_failure",
-         pl.lit(0.3) + 0.5 * pl.max_horizontal(c("client_failure_share"), c("kw_dependency")).clip(0, 1)),
-        ((c("latency_windows") > 0) & ~has_errors, "latency_regression",
-         (0.6 + 0.1 * c("latency_ratio_log2")).clip(0.6, 0.9)),
-        (has_errors & (c("new_signature") > 0) & (c("error_rate_rise") < 0.05), "new_exception", pl.lit(0.65)),
+        (
+            (c("memory_ratio_log2") >= 0.3) | ((c("kw_resource") >= 0.3) & (c("restarts") > 0)),
+            "resource_exhaustion",
+            pl.lit(0.8),
+        ),
+        (
+            (c("restarts") > 0) | ((c("share_unavailable") >= 0.5) & (c("client_failure_share") < 0.5)),
+            "availability",
+            pl.lit(0.7),
+        ),
+        (
+            has_errors
+            & (
+                (c("kw_config") >= 0.3)
+                | (
+                    (c("after_config_change") > 0)
+                    & (c("client_failure_share") < 0.5)
+                    & (c("kw_dependency") < 0.5)
+                )
+            ),
+            "config_error",
+            pl.when(c("kw_config") >= 0.3).then(0.8).otherwise(0.6),
+        ),
+        (
+            has_errors & ((c("kw_validation") >= 0.3) | (c("share_4xx") >= 0.5)),
+            "data_validation",
+            pl.when(c("kw_validation") >= 0.3).then(0.8).otherwise(0.65),
+        ),
+        (
+            has_errors & ((c("client_failure_share") >= 0.5) | (c("kw_dependency") >= 0.5)),
+            "dependency_failure",
+            pl.lit(0.3) + 0.5 * pl.max_horizontal(c("client_failure_share"), c("kw_dependency")).clip(0, 1),
+        ),
+        (
+            (c("latency_windows") > 0) & ~has_errors,
+            "latency_regression",
+            (0.6 + 0.1 * c("latency_ratio_log2")).clip(0.6, 0.9),
+        ),
+        (
+            has_errors & (c("new_signature") > 0) & (c("error_rate_rise") < 0.05),
+            "new_exception",
+            pl.lit(0.65),
+        ),
         (has_errors, "error_spike", (0.55 + c("error_rate_rise")).clip(0.55, 0.85)),
     ]
     kind = pl.lit("error_spike")
@@ -181,38 +216,60 @@ class DefectTypeClassifier:
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"n_estimators": self.n_estimators, "min_samples_leaf": self.min_samples_leaf,
-                "random_state": self.random_state, "features": ",".join(FEATURE_COLUMNS)}
+        return {
+            "n_estimators": self.n_estimators,
+            "min_samples_leaf": self.min_samples_leaf,
+            "random_state": self.random_state,
+            "features": ",".join(FEATURE_COLUMNS),
+        }
 
-    def fit(self, features: pl.DataFrame, labels: Sequence[str] | pl.Series,
-            sample_weight: Sequence[float] | np.ndarray | None = None) -> DefectTypeClassifier:
+    def fit(
+        self,
+        features: pl.DataFrame,
+        labels: Sequence[str] | pl.Series,
+        sample_weight: Sequence[float] | np.ndarray | None = None,
+    ) -> DefectTypeClassifier:
         from sklearn.ensemble import RandomForestClassifier
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         x = defect_features(features).to_numpy()
         y = np.asarray(pl.Series(labels).cast(pl.String).to_list(), dtype=object)
         if x.shape[0] != y.shape[0]:
-            raise ClassifierInputError(f"{x.shape[0]} feature rows but {y.shape[0]} labels: pass one label per row")
+            raise ClassifierInputError(
+                f"{x.shape[0]} feature rows but {y.shape[0]} labels: pass one label per row"
+            )
         unknown = sorted({str(v) for v in y if v not in DEFECT_TYPES})
         if unknown:
-            raise ClassifierInputError(f"labels {unknown} are not defect types; use one of {', '.join(DEFECT_TYPES)}")
+            raise ClassifierInputError(
+                f"labels {unknown} are not defect types; use one of {', '.join(DEFECT_TYPES)}"
+            )
         if y.shape[0] < self.min_labels or len(set(y)) < 2:
             raise ClassifierInputError(
                 f"{y.shape[0]} labelled defects of {len(set(y))} type(s): the classifier needs at least "
-                f"{self.min_labels} labels of 2+ types; keep using classify.rule_type until feedback arrives")
+                f"{self.min_labels} labels of 2+ types; keep using classify.rule_type until feedback arrives"
+            )
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
 
         def forest() -> Any:
-            return RandomForestClassifier(n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
-                                          class_weight="balanced", random_state=self.random_state, n_jobs=1)
+            return RandomForestClassifier(
+                n_estimators=self.n_estimators,
+                min_samples_leaf=self.min_samples_leaf,
+                class_weight="balanced",
+                random_state=self.random_state,
+                n_jobs=1,
+            )
 
         counts = {label: int((y == label).sum()) for label in sorted(set(y))}
         self.metrics = {"labels": int(y.shape[0]), "label_counts": counts}
         folds = min(5, min(counts.values()))
         if folds >= 2:
-            predicted = cross_val_predict(forest(), x, y, cv=StratifiedKFold(folds, shuffle=True,
-                                                                             random_state=self.random_state),
-                                          params={"sample_weight": weights} if weights is not None else None)
+            predicted = cross_val_predict(
+                forest(),
+                x,
+                y,
+                cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state),
+                params={"sample_weight": weights} if weights is not None else None,
+            )
             self.metrics["cv_accuracy"] = round(float((predicted == y).mean()), 4)
             self.metrics["cv_folds"] = folds
         self.model = forest().fit(x, y, sample_weight=weights)
@@ -230,10 +287,14 @@ class DefectTypeClassifier:
         """Type and confidence (the top class probability) per row."""
         proba = self.predict_proba(features)
         if proba.shape[0] == 0:
-            return pl.Series("defect_type", [], dtype=pl.String), pl.Series("confidence", [], dtype=pl.Float64)
+            return pl.Series("defect_type", [], dtype=pl.String), pl.Series(
+                "confidence", [], dtype=pl.Float64
+            )
         best = proba.argmax(axis=1)
-        return (pl.Series("defect_type", [self.classes_[i] for i in best], dtype=pl.String),
-                pl.Series("confidence", np.round(proba.max(axis=1), 4), dtype=pl.Float64))
+        return (
+            pl.Series("defect_type", [self.classes_[i] for i in best], dtype=pl.String),
+            pl.Series("confidence", np.round(proba.max(axis=1), 4), dtype=pl.Float64),
+        )
 
 
 FEEDBACK_WEIGHT = 3.0  # a person's correction counts as much as three simulator labels
@@ -248,23 +309,38 @@ def training_set(defects: pl.DataFrame, labels: pl.DataFrame) -> tuple[pl.DataFr
     Rows keep the order of `defects` (one per labelled defect)."""
     missing = [c for c in ("defect_id", "defect_type") if c not in labels.columns]
     if missing:
-        raise ClassifierInputError(f"labels lack column(s) {missing}: pass defect_id and defect_type per label")
-    ranked = labels.with_columns(
-        (pl.col("source") == "feedback").fill_null(False).alias("_human") if "source" in labels.columns
-        else pl.lit(False).alias("_human"),
-        (pl.col("labelled_at") if "labelled_at" in labels.columns else pl.lit(None, dtype=pl.Datetime("us")))
-        .alias("_at"),
-        pl.int_range(pl.len()).alias("_order"),
-    ).sort("_human", "_at", "_order", nulls_last=False).unique("defect_id", keep="last")
+        raise ClassifierInputError(
+            f"labels lack column(s) {missing}: pass defect_id and defect_type per label"
+        )
+    ranked = (
+        labels.with_columns(
+            (pl.col("source") == "feedback").fill_null(False).alias("_human")
+            if "source" in labels.columns
+            else pl.lit(False).alias("_human"),
+            (
+                pl.col("labelled_at")
+                if "labelled_at" in labels.columns
+                else pl.lit(None, dtype=pl.Datetime("us"))
+            ).alias("_at"),
+            pl.int_range(pl.len()).alias("_order"),
+        )
+        .sort("_human", "_at", "_order", nulls_last=False)
+        .unique("defect_id", keep="last")
+    )
     joined = defects.unique("defect_id", keep="last", maintain_order=True).join(
-        ranked.select("defect_id", pl.col("defect_type").alias("_label"), "_human"), on="defect_id", how="inner",
-        maintain_order="left")
+        ranked.select("defect_id", pl.col("defect_type").alias("_label"), "_human"),
+        on="defect_id",
+        how="inner",
+        maintain_order="left",
+    )
     weights = np.where(joined["_human"].to_numpy(), FEEDBACK_WEIGHT, 1.0)
     return defect_features(joined), joined["_label"], weights
 
 
-def classify_types(features: pl.DataFrame, classifier: DefectTypeClassifier | None = None,
-                   ) -> tuple[pl.Series, pl.Series, pl.Series]:
+def classify_types(
+    features: pl.DataFrame,
+    classifier: DefectTypeClassifier | None = None,
+) -> tuple[pl.Series, pl.Series, pl.Series]:
     """Type, confidence and source (`rules` | `classifier`) per row: the classifier where it is at least
     as confident as the rules, the rules elsewhere (and everywhere when there is no classifier)."""
     rule_kind, rule_conf = rule_type(features)
@@ -272,10 +348,15 @@ def classify_types(features: pl.DataFrame, classifier: DefectTypeClassifier | No
         return rule_kind, rule_conf, pl.Series("source", ["rules"] * features.height, dtype=pl.String)
     model_kind, model_conf = classifier.predict(features)
     use_model = (model_conf >= rule_conf) | (model_kind == rule_kind)
-    kind = pl.select(pl.when(use_model).then(model_kind).otherwise(rule_kind).alias("defect_type"))["defect_type"]
-    conf = pl.select(pl.when(use_model).then(model_conf).otherwise(rule_conf).alias("confidence"))["confidence"]
-    source = pl.select(pl.when(use_model).then(pl.lit("classifier")).otherwise(pl.lit("rules"))
-                       .alias("source"))["source"]
+    kind = pl.select(pl.when(use_model).then(model_kind).otherwise(rule_kind).alias("defect_type"))[
+        "defect_type"
+    ]
+    conf = pl.select(pl.when(use_model).then(model_conf).otherwise(rule_conf).alias("confidence"))[
+        "confidence"
+    ]
+    source = pl.select(
+        pl.when(use_model).then(pl.lit("classifier")).otherwise(pl.lit("rules")).alias("source")
+    )["source"]
     return kind, conf, source
 
 
@@ -287,9 +368,14 @@ def tier_rank(tier: pl.Expr) -> pl.Expr:
     null when unknown."""
     text = tier.cast(pl.String).str.to_lowercase().str.strip_chars()
     digits = text.str.extract(r"(\d+)").cast(pl.Int64, strict=False)
-    word = (pl.when(text.str.contains(r"critical|mission|tier.?0|^p0$|high|gold")).then(1)
-            .when(text.str.contains(r"medium|standard|silver|normal")).then(2)
-            .when(text.str.contains(r"low|bronze|best.?effort|experimental")).then(3))
+    word = (
+        pl.when(text.str.contains(r"critical|mission|tier.?0|^p0$|high|gold"))
+        .then(1)
+        .when(text.str.contains(r"medium|standard|silver|normal"))
+        .then(2)
+        .when(text.str.contains(r"low|bronze|best.?effort|experimental"))
+        .then(3)
+    )
     return pl.coalesce(word, digits.clip(1, 3)).cast(pl.Int64)
 
 
@@ -306,43 +392,88 @@ def severity(defects: pl.DataFrame, *, tiers: pl.DataFrame | None = None) -> tup
     A flaky test is S4; a failing CI test at most S3; a new exception of low volume at most S3.
     `tiers`: optional service -> tier frame (graph nodes or the catalog) for defects without a tier."""
     if defects.height == 0:
-        return pl.Series("severity", [], dtype=pl.String), pl.Series("severity_confidence", [], dtype=pl.Float64)
+        return pl.Series("severity", [], dtype=pl.String), pl.Series(
+            "severity_confidence", [], dtype=pl.Float64
+        )
     features = defect_features(defects)
-    frame = pl.concat([defects.select(
-        (pl.col("service") if "service" in defects.columns else pl.lit(None, dtype=pl.String)).alias("_service"),
-        (pl.col("tier") if "tier" in defects.columns else pl.lit(None, dtype=pl.String)).alias("_tier"),
-        (pl.col("defect_type") if "defect_type" in defects.columns else pl.lit(None, dtype=pl.String)).alias("_type"),
-        (pl.col("peak_error_rate") if "peak_error_rate" in defects.columns else pl.lit(None, dtype=pl.Float64))
-        .cast(pl.Float64).alias("_peak"),
-    ), features], how="horizontal")
+    frame = pl.concat(
+        [
+            defects.select(
+                (pl.col("service") if "service" in defects.columns else pl.lit(None, dtype=pl.String)).alias(
+                    "_service"
+                ),
+                (pl.col("tier") if "tier" in defects.columns else pl.lit(None, dtype=pl.String)).alias(
+                    "_tier"
+                ),
+                (
+                    pl.col("defect_type")
+                    if "defect_type" in defects.columns
+                    else pl.lit(None, dtype=pl.String)
+                ).alias("_type"),
+                (
+                    pl.col("peak_error_rate")
+                    if "peak_error_rate" in defects.columns
+                    else pl.lit(None, dtype=pl.Float64)
+                )
+                .cast(pl.Float64)
+                .alias("_peak"),
+            ),
+            features,
+        ],
+        how="horizontal",
+    )
     if tiers is not None and tiers.height and {"service", "tier"} <= set(tiers.columns):
-        lookup = tiers.select(pl.col("service").alias("_service"), pl.col("tier").cast(pl.String).alias("_tier_lookup")
-                              ).drop_nulls("_service").unique("_service", keep="first")
+        lookup = (
+            tiers.select(
+                pl.col("service").alias("_service"), pl.col("tier").cast(pl.String).alias("_tier_lookup")
+            )
+            .drop_nulls("_service")
+            .unique("_service", keep="first")
+        )
         frame = frame.join(lookup, on="_service", how="left", maintain_order="left").with_columns(
-            pl.coalesce("_tier", "_tier_lookup").alias("_tier"))
+            pl.coalesce("_tier", "_tier_lookup").alias("_tier")
+        )
     c = pl.col
     peak = pl.coalesce(c("_peak"), c("error_rate_peak")).fill_null(0.0)
     failure = (peak / 0.5).clip(0, 1) * 3
     slower = (c("latency_ratio_log2") / 2).clip(0, 1) * 2
-    outage = ((c("restarts") > 0) | c("_type").is_in(["availability", "resource_exhaustion"])).cast(pl.Float64)
+    outage = ((c("restarts") > 0) | c("_type").is_in(["availability", "resource_exhaustion"])).cast(
+        pl.Float64
+    )
     rank = tier_rank(c("_tier"))
-    tier_points = pl.when(rank == 1).then(2.0).when(rank == 2).then(1.0).when(rank >= 3).then(0.0).otherwise(1.0)
+    tier_points = (
+        pl.when(rank == 1).then(2.0).when(rank == 2).then(1.0).when(rank >= 3).then(0.0).otherwise(1.0)
+    )
     minutes = c("duration_log").exp() - 1
     duration = (1 + minutes / 15).log(2).clip(0, 2)
     points = pl.max_horizontal(failure, slower) + outage + tier_points + duration
-    cap = (pl.when(c("_type") == "flaky_test").then(0.0)
-           .when(c("test_evidence") > 0).then(SEVERITY_BOUNDS["S3"])
-           .when((c("_type") == "new_exception") & (peak < 0.05)).then(SEVERITY_BOUNDS["S3"])
-           .otherwise(100.0))
+    cap = (
+        pl.when(c("_type") == "flaky_test")
+        .then(0.0)
+        .when(c("test_evidence") > 0)
+        .then(SEVERITY_BOUNDS["S3"])
+        .when((c("_type") == "new_exception") & (peak < 0.05))
+        .then(SEVERITY_BOUNDS["S3"])
+        .otherwise(100.0)
+    )
     points = pl.min_horizontal(points, cap)
-    label = (pl.when(points >= SEVERITY_BOUNDS["S1"]).then(pl.lit("S1"))
-             .when(points >= SEVERITY_BOUNDS["S2"]).then(pl.lit("S2"))
-             .when(points >= SEVERITY_BOUNDS["S3"]).then(pl.lit("S3")).otherwise(pl.lit("S4")))
+    label = (
+        pl.when(points >= SEVERITY_BOUNDS["S1"])
+        .then(pl.lit("S1"))
+        .when(points >= SEVERITY_BOUNDS["S2"])
+        .then(pl.lit("S2"))
+        .when(points >= SEVERITY_BOUNDS["S3"])
+        .then(pl.lit("S3"))
+        .otherwise(pl.lit("S4"))
+    )
     nearest = pl.min_horizontal(*[(points - bound).abs() for bound in SEVERITY_BOUNDS.values()])
     confidence = (0.5 + 0.5 * (nearest / 1.0).clip(0, 1)) * pl.when(rank.is_null()).then(0.85).otherwise(1.0)
     confidence = pl.when(c("_type") == "flaky_test").then(0.8).otherwise(confidence)
-    out = frame.select(label.alias("severity"), confidence.round(4).alias("severity_confidence"),
-                       points.round(3).alias("severity_points"))
+    out = frame.select(
+        label.alias("severity"),
+        confidence.round(4).alias("severity_confidence"),
+        points.round(3).alias("severity_points"),
+    )
     return out["severity"], out["severity_confidence"]
 
 
