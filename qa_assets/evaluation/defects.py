@@ -493,11 +493,7 @@ def print_report(metrics: dict[str, Any]) -> None:
     print(format_report(metrics))
 
 
-def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m qa_assets.evaluation.defects",
-        description="Measure defect detection, grouping and typing on a simulated run.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--landing", type=Path, help="a simulated landing directory")
     parser.add_argument(
         "--ground-truth", type=Path, help="its ground_truth.json (default: beside the landing dir)"
@@ -511,7 +507,22 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--faults", default="default")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+
+
+def main(args: argparse.Namespace | Iterable[str] | None = None) -> int:
+    """`qa-assets evaluate defects` (an argparse namespace) or `python -m` (an argument list)."""
+    if not isinstance(args, argparse.Namespace):
+        parser = argparse.ArgumentParser(
+            prog="python -m qa_assets.evaluation.defects",
+            description="Measure defect detection, grouping and typing on a simulated run.",
+        )
+        add_arguments(parser)
+        args = parser.parse_args(list(args) if args is not None else None)
+    if not args.simulate and not args.landing:  # nothing given: a fresh simulated run in a scratch folder
+        import tempfile
+
+        args.simulate = Path(tempfile.mkdtemp(prefix="qa-assets-eval-defects-"))
+        print(f"simulating a {args.topology} run ({args.hours:g} h, {args.scale}, seed {args.seed}) in {args.simulate}")
     if args.simulate:
         from qa_assets.simulate import simulate
 
@@ -524,11 +535,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             faults=args.faults,
         )
         landing, truth = summary.landing_dir, summary.ground_truth_path
-    elif args.landing:
+    else:
         landing = args.landing
         truth = args.ground_truth or args.landing.parent / "ground_truth.json"
-    else:
-        parser.error("give --landing DIR (with --ground-truth FILE) or --simulate DIR")
     metrics = evaluate_on_simulation(landing, truth)
     if args.json:
         print(json.dumps(metrics, indent=2, default=str))

@@ -80,8 +80,9 @@ def anomalies(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         tests = wh.read_frame(con, "SELECT * FROM raw.test_cases WHERE hour = ?", [hour])
         deployments = wh.read_frame(con, "SELECT * FROM raw.deployments WHERE timestamp >= ? AND timestamp < ?",
                                     [hour - timedelta(hours=2), hour + timedelta(hours=1)])
+        templates = wh.read_table(con, "signals.log_templates")  # novelty across hours, not just this one
         scored = anomaly_lib.detect(windows, detector, log_events=events, failed_tests=tests, deployments=deployments,
-                                    model_version=version)
+                                    model_version=version, templates=templates)
         replace_hour(con, "defects.anomalies", scored.with_columns(pl.lit(hour).cast(pl.Datetime("us")).alias("hour")),
                      hour)
         drift = anomaly_lib.drift(detector, windows)
