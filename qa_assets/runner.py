@@ -87,7 +87,9 @@ def run_graph(resources: dict, *, say: Callable[[str], None] = print, log_level:
             raise RunFailed(f"{label} failed: {detail or 'see the run in the Dagster UI'}")
         failed_checks = [c for c in result.get_asset_check_evaluations() if not c.passed]
         for check in failed_checks:
-            say(f"  check failed: {check.asset_key.to_user_string()} {check.check_name}")
+            level = "warning" if check.severity == dg.AssetCheckSeverity.WARN else "check failed"
+            say(f"  {level}: {check.asset_key.to_user_string()} {check.check_name}"
+                + (f" ({check.description})" if check.description else ""))
 
     say("landing: ingesting new files ...")
     materialize(landed, None, "land")

@@ -71,8 +71,11 @@ def _run(landing: Path, warehouse_path: Path, artifacts: Path, *, settle_seconds
     print(f"ran {outcome.runs} Dagster runs over {len(outcome.hours)} hours in {outcome.seconds:.1f} s")
     print_warehouse_summary(warehouse_path)
     print(f"\nwarehouse: {warehouse_path}\nartifacts: {artifacts}")
-    print("UI: `make ui` (or `dagster dev -h 127.0.0.1 -p 3000`) then open http://127.0.0.1:3000 "
-          f"with QA_ASSETS_WAREHOUSE={warehouse_path} QA_ASSETS_LANDING={landing}")
+    mlflow_uri = os.environ.get("QA_ASSETS_MLFLOW_URI") or f"sqlite:///{warehouse_path.parent / 'mlflow.db'}"
+    print(f"models: {mlflow_uri}  (qa-assets model list --tracking-uri {mlflow_uri})")
+    print("UI over this warehouse (then open http://127.0.0.1:3000):\n"
+          f"  QA_ASSETS_WAREHOUSE={warehouse_path} QA_ASSETS_LANDING={landing} QA_ASSETS_ARTIFACTS={artifacts} "
+          f"QA_ASSETS_MLFLOW_URI={mlflow_uri} make ui")
     return 0
 
 

@@ -33,8 +33,13 @@ def detector_for(con, model_store: ModelStoreResource, hour, context) -> tuple[o
     if found is not None:
         model, info = found
         return model, str(info.version)
-    history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE window_start >= ? AND window_start < ?",
-                            [hour - HISTORY, hour])
+    # Learn from windows that saw traffic: an hour holding only CI reports is all zero rows and would make
+    # every real minute look anomalous. Without earlier traffic, the scored hour itself is the baseline.
+    history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE window_start >= ? AND window_start < ? "
+                                 "AND (requests > 0 OR log_count > 0)", [hour - HISTORY, hour])
+    if history.select("window_start").n_unique() < 30:
+        history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE window_start >= ? AND window_start < ?"
+                                     " AND (requests > 0 OR log_count > 0)", [hour - HISTORY, hour + timedelta(hours=1)])
     if history.height == 0:
         history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE hour = ?", [hour])
     feature_set = history["feature_set_id"].drop_nulls().first() if history.height else None
