@@ -66,9 +66,7 @@ def append_decisions(con, rows: pl.DataFrame) -> None:
     if rows.height == 0:
         return
     wh.ensure_table(con, "governance.decision_log", governance.DECISION_LOG)
-    con.execute("DELETE FROM governance.decision_log WHERE decision_id IN (SELECT unnest(?))",
-                [rows["decision_id"].to_list()])
-    wh.insert(con, "governance.decision_log", rows)
+    wh.replace_where(con, "governance.decision_log", rows, "decision_id", rows["decision_id"].to_list())
 
 
 @dg.asset(key=ANOMALIES, group_name=GROUP, kinds={"duckdb", "scikit-learn", "mlflow"}, owners=OWNERS, tags=HOURLY_TAG,
@@ -153,15 +151,7 @@ def defects(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
             scored, log_events=events, spans_errors=span_errors, failed_tests=tests, graph_edges=edges,
             previous_defects=previous, hour_end=end, windows=windows, graph_nodes=nodes, deployments=deployments,
             classifier=classifier, type_model_version=classifier_version)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM defects.defects WHERE defect_id IN (SELECT unnest(?))",
-                        [found_defects["defect_id"].to_list()])
-            wh.insert(con, "defects.defects", found_defects)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        wh.replace_where(con, "defects.defects", found_defects, "defect_id", found_defects["defect_id"].to_list())
         touched = found_defects.filter(pl.col("last_seen") >= hour)
         decisions = touched.select(
             pl.col("defect_id").alias("subject_id"),

@@ -70,14 +70,7 @@ def qa_artifacts(context: dg.AssetExecutionContext, warehouse: WarehouseResource
         nodes = wh.read_frame(con, "SELECT * FROM signals.service_graph_nodes WHERE hour = ?", [latest_hour]).drop("hour")
         index = writer.write_artifacts(artifacts.folder(), recent, causes, spans, tests, nodes=nodes)
         wh.ensure_table(con, "qa.artifacts", writer.ARTIFACTS)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM qa.artifacts WHERE defect_id IN (SELECT unnest(?))", [recent["defect_id"].to_list()])
-            wh.insert(con, "qa.artifacts", index)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        wh.replace_where(con, "qa.artifacts", index, "defect_id", recent["defect_id"].to_list())
     written = index.filter(pl.col("path").is_not_null())
     per_kind = index.group_by("kind").agg(pl.col("path").is_not_null().sum().alias("written"),
                                           pl.col("path").is_null().sum().alias("not_renderable")).sort("kind")

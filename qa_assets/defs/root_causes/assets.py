@@ -41,14 +41,7 @@ def root_causes(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
         ranked = rca.rank_root_causes(active, windows=windows, anomalies=scored,
                                       graph=graph.graph_from_tables(nodes, edges), deployments=deployments,
                                       log_events=events, lookback=LOOKBACK)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM rca.root_causes WHERE defect_id IN (SELECT unnest(?))", [active["defect_id"].to_list()])
-            wh.insert(con, "rca.root_causes", ranked)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        wh.replace_where(con, "rca.root_causes", ranked, "defect_id", active["defect_id"].to_list())
         top = ranked.filter(pl.col("rank") == 1)
         decisions = top.select(
             pl.col("defect_id").alias("subject_id"),

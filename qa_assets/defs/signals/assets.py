@@ -105,14 +105,7 @@ def _with_hour(frame: pl.DataFrame, hour) -> pl.DataFrame:
 
 def replace_hour(con, table: str, frame: pl.DataFrame, hour) -> None:
     wh.ensure_table(con, table, dict(frame.schema))
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(wh.statement("DELETE FROM {t} WHERE hour = ?", t=table), [hour])
-        wh.insert(con, table, frame)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    wh.replace_where(con, table, frame, "hour", [hour])
 
 
 @dg.asset(key=SERVICE_CALLS, group_name=GROUP, kinds={"duckdb", "polars"}, owners=OWNERS, tags=HOURLY_TAG,
