@@ -41,11 +41,6 @@ class ReadState:
     pending_tail: bool = False  # an unterminated last line was left for later
 
 
-def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
-
-
 def _decompressed(handle, block: int, state: ReadState) -> Iterator[bytes]:
     """Decompress gzip members one after another, yielding what decodes even when the stream is cut."""
     decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
