@@ -246,3 +246,13 @@ def test_bad_landing_config_names_the_file(tmp_path, con):
 def test_missing_landing_directory_is_a_clear_error(tmp_path, con):
     with pytest.raises(ingest.LandingError, match="does not exist"):
         run(con, tmp_path / "nope")
+
+
+def test_a_pretty_printed_otlp_document_is_one_request(tmp_path, con):
+    document = json.dumps(json.loads(span_line(spans=2)), indent=2)
+    write(tmp_path / "otlp" / "trace.json", document + "\n")
+    write(tmp_path / "otlp" / "lines.json", span_line(spans=1, trace="b" * 32) + "\n" + span_line(trace="c" * 32) + "\n")
+    run(con, tmp_path)
+    assert staged(con, "spans").height == 4
+    assert quarantine(con).height == 0
+    assert_accounted(con)

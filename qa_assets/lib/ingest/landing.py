@@ -246,18 +246,16 @@ def _is_json_lines(path: Path, first_line: str | None) -> bool:
     return bool(first_line) and first_line.lstrip().startswith("{")
 
 
-class _Waiting(Exception):
-    """The file cannot be read yet (no log_format configured, not settled); the ledger says why."""
-
-
 def _parse_line_file(
     landed: LandedFile, state: ReadState, config: LandingConfig, *, final: bool, otlp_con
 ) -> Iterator[Parsed]:
     source_file = str(landed.path)
     if landed.kind == "otlp" and landed.path.name.lower().removesuffix(".gz").endswith(".json") \
             and state.bytes_consumed == 0:
-        yield from _parse_otlp_document(landed, state, final=final, otlp_con=otlp_con)
-        return
+        document = _parse_otlp_document(landed, state, otlp_con=otlp_con)
+        if document is not None:
+            yield document
+            return  # else: JSON lines after all, read below
     from qa_assets.lib.ingest.otlp import parse_otlp_lines
 
     mode: str | None = None
@@ -293,34 +291,21 @@ def _parse_line_file(
             [state.lines_consumed + 1], [state.bytes_consumed], [None]), 1)
 
 
-def _parse_otlp_document(landed: LandedFile, state: ReadState, *, final: bool, otlp_con) -> Iterator[Parsed]:
-    """A `.json` export that may be one pretty-printed request rather than JSON lines."""
+def _parse_otlp_document(landed: LandedFile, state: ReadState, *, otlp_con) -> Parsed | None:
+    """A `.json` export holding one pretty-printed request (as in the OTLP examples); None if it is not one."""
     from qa_assets.lib.ingest.otlp import parse_otlp_lines, single_document_as_line
 
     data, problem = read_whole(landed.path)
     text = data.decode("utf-8", errors="replace")
     line = single_document_as_line(text) if problem is None else None
-    if line is None:  # not one document: JSON lines after all
-        yield from _parse_line_file_plain(landed, state, final=final, otlp_con=otlp_con)
-        return
+    if line is None:
+        return None
     state.bytes_consumed, state.lines_consumed = len(data), text.count("\n") + 1
     lines = pl.DataFrame({"line": [line], "source_line": [1], "source_offset": [0]},
                          schema={"line": pl.String, "source_line": pl.Int64, "source_offset": pl.Int64})
     frames = parse_otlp_lines(otlp_con, lines, str(landed.path))
-    yield Parsed({"spans": frames.spans, "logs": frames.logs, "metrics": frames.metrics}, frames.quarantine,
-                 frames.records_read)
-
-
-def _parse_line_file_plain(landed: LandedFile, state: ReadState, *, final: bool, otlp_con) -> Iterator[Parsed]:
-    from qa_assets.lib.ingest.otlp import parse_otlp_lines
-
-    source_file = str(landed.path)
-    for chunk in iter_line_chunks(landed.path, state, final=final):
-        quarantine = _bad_line_rows(landed.kind, source_file, chunk.bad_lines)
-        lines = chunk.lines.filter(pl.col("line").str.strip_chars().str.len_bytes() > 0)
-        frames = parse_otlp_lines(otlp_con, lines, source_file)
-        yield Parsed({"spans": frames.spans, "logs": frames.logs, "metrics": frames.metrics},
-                     pl.concat([quarantine, frames.quarantine]), frames.records_read + len(chunk.bad_lines))
+    return Parsed({"spans": frames.spans, "logs": frames.logs, "metrics": frames.metrics}, frames.quarantine,
+                  frames.records_read)
 
 
 def _parse_whole_file(landed: LandedFile, parser) -> Parsed:
