@@ -41,6 +41,7 @@ import numpy as np
 import orjson
 import polars as pl
 
+from qa_assets.lib.frames import require_frame
 from qa_assets.lib.graph import DEPENDENCY_EDGE_TYPES, SERVICE_NODE_TYPES
 from qa_assets.lib.summary import escape_markdown as _escape_markdown
 
@@ -434,16 +435,7 @@ def _earliest(values: Iterable[datetime | None]) -> datetime | None:
 
 
 def _require(frame: pl.DataFrame | None, name: str, columns: Sequence[str], producer: str) -> pl.DataFrame:
-    if frame is None:
-        raise RcaInputError(f"{name} is required: pass the {producer} frame (an empty frame is fine)")
-    if not isinstance(frame, pl.DataFrame):
-        raise RcaInputError(f"{name} must be a polars DataFrame ({producer}), got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise RcaInputError(
-            f"{name} lacks column(s) {', '.join(missing)}: pass the {producer} frame with its contract columns"
-        )
-    return frame
+    return require_frame(frame, name, columns, producer, RcaInputError)
 
 
 def _detector_scales(anomalies: pl.DataFrame) -> dict[tuple[str, str], float]:

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from qa_assets.lib import frames
 from qa_assets.lib.summary import escape_markdown
 
 TS = pl.Datetime("us")
@@ -43,16 +44,7 @@ class NotRenderable(ValueError):
 
 
 def require_frame(frame: Any, name: str, columns: Sequence[str], producer: str) -> pl.DataFrame:
-    if frame is None:
-        raise ArtifactInputError(f"{name} is required: pass the {producer} frame (an empty frame is fine)")
-    if not isinstance(frame, pl.DataFrame):
-        raise ArtifactInputError(f"{name} must be a polars DataFrame ({producer}), got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ArtifactInputError(
-            f"{name} lacks column(s) {', '.join(missing)}: pass the {producer} frame with its contract columns"
-        )
-    return frame
+    return frames.require_frame(frame, name, columns, producer, ArtifactInputError)
 
 
 def top_causes(root_causes: pl.DataFrame) -> pl.DataFrame:
