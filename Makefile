@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export PYTHONDONTWRITEBYTECODE = 1
 UI_PORT ?= 3000
 
-.PHONY: setup browser demo test test-fast ui bench evaluate clean
+.PHONY: setup browser postgres demo test test-fast ui bench evaluate clean
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
@@ -31,7 +31,14 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed and cannot be installed here: the browser test will skip"; fi; }
 
-test: setup browser
+# The production-profile test starts a throwaway PostgreSQL server from Debian's packages; install them likewise.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "postgresql is not installed and cannot be installed here: the Postgres test will skip"; fi; }
+
+test: setup browser postgres
 	$(BIN)/python -m pytest
 
 test-fast: setup

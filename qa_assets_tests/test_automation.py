@@ -72,3 +72,78 @@ def test_hourly_schedule_runs_the_hour_that_just_ended():
 
 def test_alert_webhook_down_never_raises():
     assert send_alert({"kind": "test"}, webhook="http://127.0.0.1:9/", attempts=1, timeout_s=0.5) is False
+
+
+def _recording_server():
+    """A webhook on a free loopback port that records the JSON bodies posted to it."""
+    import http.server
+    import threading
+
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, received
+
+
+def test_failed_asset_check_in_a_successful_run_is_alerted_to_the_webhook(monkeypatch):
+    from qa_assets.defs.automation.sensors import check_failure_alert, failed_checks
+
+    @dg.asset
+    def windows() -> None:
+        return None
+
+    @dg.asset_check(asset=windows, description="drift against the training window")
+    def drift() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   description="feature drift 0.41 > 0.25: retrain")
+
+    @dg.asset_check(asset=windows)
+    def fine() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    server, received = _recording_server()
+    monkeypatch.setenv("QA_ASSETS_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    try:
+        with dg.instance_for_test() as instance:
+            job = dg.Definitions(assets=[windows], asset_checks=[drift, fine]).resolve_implicit_global_asset_job_def()
+            result = job.execute_in_process(instance=instance)
+            assert result.success
+            run = instance.get_run_by_id(result.run_id)
+            assert [c["check"] for c in failed_checks(instance, run.run_id)] == ["drift"]
+            success = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
+            context = dg.build_run_status_sensor_context(
+                sensor_name="check_failure_alert", dagster_instance=instance, dagster_run=run, dagster_event=success)
+            check_failure_alert(context)
+    finally:
+        server.shutdown()
+    assert len(received) == 1
+    alert = received[0]
+    assert alert["kind"] == "check_failure" and alert["run_id"] == run.run_id
+    assert alert["failed_checks"][0]["check"] == "drift"
+    assert alert["failed_checks"][0]["severity"] == "WARN"
+    assert "feature drift 0.41" in alert["message"]
+
+
+def test_artifacts_stage_is_requested_when_an_hour_of_its_parents_updates():
+    from qa_assets.definitions import defs
+    from qa_assets.defs.defects.assets import DEFECTS
+    from qa_assets.defs.qa_artifacts.assets import ARTIFACTS, QA_REPORT
+
+    with dg.instance_for_test() as instance:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert second.get_num_requested(ARTIFACTS) == 0  # nothing changed since the first evaluation
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=DEFECTS, partition="2024-03-05-10:00"))
+        third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+        assert third.get_num_requested(ARTIFACTS) == 1
+        assert third.get_num_requested(QA_REPORT) == 1  # downstream of the artifacts, in the same run

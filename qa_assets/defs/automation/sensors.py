@@ -1,4 +1,5 @@
-"""Sensors: newly landed telemetry, deployment events (post-deploy verification), and alerts."""
+"""Sensors: newly landed telemetry, deployment events (post-deploy verification), and alerts on failed runs
+and failed asset checks."""
 
 import hashlib
 import json
@@ -82,15 +83,51 @@ def deployment_sensor(context: dg.SensorEvaluationContext):
     return requests or dg.SkipReason("no new deployment events")
 
 
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
+    """The asset checks that did not pass in one run: asset, check, severity and what the check said."""
+    failed = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        failed.append({"asset": evaluation.asset_key.to_user_string(), "check": evaluation.check_name,
+                       "severity": evaluation.severity.value, "description": evaluation.description or "",
+                       "partition": entry.dagster_event.partition})
+    return failed
+
+
+def _alert_webhook() -> str | None:
+    return os.environ.get("QA_ASSETS_ALERT_WEBHOOK") or None
+
+
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING,
                        description="Failed runs go to the log and, when QA_ASSETS_ALERT_WEBHOOK is set, to a webhook.")
 def run_failure_alert(context: dg.RunFailureSensorContext):
-    message = (f"qa-assets run {context.dagster_run.run_id} of job {context.dagster_run.job_name} failed: "
-               f"{context.failure_event.message}")
+    run = context.dagster_run
+    checks = failed_checks(context.instance, run.run_id)
+    message = f"qa-assets run {run.run_id} of job {run.job_name} failed: {context.failure_event.message}"
+    if checks:
+        message += " (failed checks: " + ", ".join(f"{c['asset']}:{c['check']}" for c in checks) + ")"
     context.log.error(message)
-    send_alert({"kind": "run_failure", "run_id": context.dagster_run.run_id,
-                "job": context.dagster_run.job_name, "message": message},
-               webhook=os.environ.get("QA_ASSETS_ALERT_WEBHOOK"), log=context.log)
+    send_alert({"kind": "run_failure", "run_id": run.run_id, "job": run.job_name, "message": message,
+                "failed_checks": checks}, webhook=_alert_webhook(), log=context.log)
 
 
-SENSORS = [landed_telemetry_sensor, staged_hours_sensor, deployment_sensor, run_failure_alert]
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING,
+                      description="Asset checks that failed in a run that still succeeded (warnings such as drift "
+                                  "or unaccounted records) go to the log and to QA_ASSETS_ALERT_WEBHOOK when set.")
+def check_failure_alert(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    checks = failed_checks(context.instance, run.run_id)
+    if not checks:
+        return dg.SkipReason(f"every asset check of run {run.run_id} passed")
+    message = (f"qa-assets run {run.run_id} of job {run.job_name} succeeded with {len(checks)} failed asset "
+               "check(s): " + "; ".join(f"{c['asset']}:{c['check']} ({c['severity']}) {c['description']}"
+                                         for c in checks))
+    context.log.warning(message)
+    send_alert({"kind": "check_failure", "run_id": run.run_id, "job": run.job_name, "message": message,
+                "failed_checks": checks}, webhook=_alert_webhook(), log=context.log)
+    return None
+
+
+SENSORS = [landed_telemetry_sensor, staged_hours_sensor, deployment_sensor, run_failure_alert, check_failure_alert]

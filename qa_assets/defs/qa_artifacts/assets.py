@@ -9,6 +9,7 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
+from qa_assets.defs.automation.conditions import AFTER_ANY_HOUR
 from qa_assets.defs.defects.assets import DEFECTS, append_decisions
 from qa_assets.defs.resources import ArtifactsResource, WarehouseResource
 from qa_assets.defs.root_causes.assets import ROOT_CAUSES
@@ -49,7 +50,8 @@ def _replace_all(con, table: str, frame: pl.DataFrame, schema) -> None:
 
 
 @dg.asset(key=ARTIFACTS, group_name=GROUP, kinds={"pytest", "duckdb"}, owners=OWNERS,
-          deps=[DEFECTS, ROOT_CAUSES, RAW_KEYS["spans"], RAW_KEYS["test_cases"], GRAPH_NODES], pool="duckdb")
+          deps=[DEFECTS, ROOT_CAUSES, RAW_KEYS["spans"], RAW_KEYS["test_cases"], GRAPH_NODES], pool="duckdb",
+          automation_condition=AFTER_ANY_HOUR)
 def qa_artifacts(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                  artifacts: ArtifactsResource) -> dg.MaterializeResult:
     """Per defect: a runnable pytest regression test, a blackbox probe, GitHub and Jira ticket payloads."""
@@ -82,7 +84,8 @@ def qa_artifacts(context: dg.AssetExecutionContext, warehouse: WarehouseResource
 
 
 @dg.asset(key=RELEASE_READINESS, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS,
-          deps=[DEFECTS, ROOT_CAUSES, SERVICE_WINDOWS, RAW_KEYS["deployments"], RAW_KEYS["test_cases"]], pool="duckdb")
+          deps=[DEFECTS, ROOT_CAUSES, SERVICE_WINDOWS, RAW_KEYS["deployments"], RAW_KEYS["test_cases"]], pool="duckdb",
+          automation_condition=AFTER_ANY_HOUR)
 def release_readiness(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """pass / warn / block per deployed service version, with reasons; proposals go to the decision log."""
     with warehouse.connect() as con:
@@ -134,7 +137,8 @@ def rca_schema():
 
 
 @dg.asset(key=KNOWLEDGE_BASE, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS,
-          deps=[DEFECTS, ROOT_CAUSES, ARTIFACTS], pool="duckdb")
+          deps=[DEFECTS, ROOT_CAUSES, ARTIFACTS], pool="duckdb",
+          automation_condition=AFTER_ANY_HOUR)
 def knowledge_base(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Defect → cause → resolution → artifacts, with human corrections from feedback winning."""
     with warehouse.connect() as con:
@@ -154,7 +158,8 @@ def knowledge_base(context: dg.AssetExecutionContext, warehouse: WarehouseResour
 
 
 @dg.asset(key=QA_REPORT, group_name=GROUP, kinds={"markdown", "matplotlib"}, owners=OWNERS,
-          deps=[KNOWLEDGE_BASE, RELEASE_READINESS, ARTIFACTS], pool="duckdb")
+          deps=[KNOWLEDGE_BASE, RELEASE_READINESS, ARTIFACTS], pool="duckdb",
+          automation_condition=AFTER_ANY_HOUR)
 def qa_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
               artifacts: ArtifactsResource) -> dg.MaterializeResult:
     """The QA report: MTTD, MTTR, defect leakage, triage accuracy, regression-test coverage, with plots."""
