@@ -298,7 +298,7 @@ def test_a_template_seen_one_value_per_partition_is_generalized_across_partition
 
 
 def test_registry_inputs_are_checked() -> None:
-    with pytest.raises(RegistryInputError, match="partition_templates is missing column"):
+    with pytest.raises(RegistryInputError, match="partition_templates lacks column"):
         update_registry(empty_registry(), pl.DataFrame({"template": ["x"]}), generalized_at=T0)
     with pytest.raises(RegistryInputError, match="seen_at or time_column"):
         summarize_partition(mine_templates(pl.Series(["x"])))

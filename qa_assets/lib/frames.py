@@ -18,5 +18,6 @@ def require_frame(frame: Any, name: str, columns: Sequence[str], producer: str,
         raise error(f"{name} must be a polars DataFrame ({producer}), got {type(frame).__name__}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise error(f"{name} lacks column(s) {', '.join(missing)}: pass the {producer} frame with its contract columns")
+        raise error(f"{name} lacks column(s) {', '.join(missing)}: pass the {producer} frame with its contract "
+                    f"columns (it has {', '.join(frame.columns) or 'none'})")
     return frame

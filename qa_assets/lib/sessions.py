@@ -28,6 +28,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from qa_assets.lib.frames import require_frame
+
 START_OF_SESSION = "<session start>"
 END_OF_SESSION = "<session end>"
 UNKNOWN_TEMPLATE = "<unknown template>"
@@ -100,12 +102,8 @@ class SessionCounts:
 
 
 def _require_columns(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise SessionDataError(
-            f"{what} lacks column(s) {missing}; it has {frame.columns}. "
-            "Pass session_col= / template_col= naming the session key and the template (or template id)."
-        )
+    require_frame(frame, what, columns, f"{what} (session_col= / template_col= name its session key and "
+                  "template or template id)", SessionDataError)
 
 
 def _session_index(

@@ -35,6 +35,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from qa_assets.lib.frames import require_frame
+
 TS = pl.Datetime("us")
 
 ANOMALIES: dict[str, pl.DataType] = {
@@ -187,12 +189,8 @@ class WindowDetector:
 
 
 def _require_windows(windows: pl.DataFrame, what: str) -> None:
-    missing = [c for c in ("service", "window_start") if c not in windows.columns]
-    if missing:
-        raise DetectorInputError(
-            f"{what} lacks column(s) {missing}: pass signals.service_windows rows "
-            "(qa_assets.lib.windows.WINDOWS)"
-        )
+    require_frame(windows, what, ("service", "window_start"),
+                  "signals.service_windows (qa_assets.lib.windows.WINDOWS)", DetectorInputError)
 
 
 def _window_length(windows: pl.DataFrame) -> timedelta:

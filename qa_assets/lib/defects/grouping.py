@@ -41,6 +41,7 @@ import orjson
 import polars as pl
 
 from qa_assets.lib.defects import classify
+from qa_assets.lib.frames import require_frame
 
 TS = pl.Datetime("us")
 
@@ -186,12 +187,8 @@ def _node_name(node_id: str) -> tuple[str, str]:
 def _require(
     frame: pl.DataFrame | None, name: str, columns: tuple[str, ...], producer: str
 ) -> pl.DataFrame | None:
-    if frame is None:
-        return None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise GroupingInputError(f"{name} lacks column(s) {missing}: pass {producer} rows")
-    return frame
+    """An optional input: None stays None, a frame must carry its contract columns."""
+    return None if frame is None else require_frame(frame, name, columns, producer, GroupingInputError)
 
 
 def signature_expr(exception: pl.Expr, message: pl.Expr, status: pl.Expr) -> pl.Expr:

@@ -31,6 +31,7 @@ from functools import lru_cache
 
 import polars as pl
 
+from qa_assets.lib.frames import require_frame
 from qa_assets.lib.templates.miner import (
     DEFAULT_SETTINGS,
     SLOT,
@@ -374,11 +375,12 @@ def _successors(lineage: pl.DataFrame) -> dict[str, str]:
 
 
 def _require_columns(frame: pl.DataFrame, columns: Iterable[str], name: str) -> None:
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise RegistryInputError(
-            f"{name} is missing column(s) {', '.join(missing)}; it has {', '.join(frame.columns) or 'none'}"
-        )
+    require_frame(frame, name, list(columns), _PRODUCERS.get(name, name), RegistryInputError)
+
+
+_PRODUCERS = {"events": "signals.log_events", "registry": "signals.log_templates",
+              "partition_templates": "partition's mined templates", "lineage": "signals.log_template_lineage",
+              "assignments": "template assignment"}
 
 
 def _as_utc_value(value: datetime) -> datetime:
