@@ -147,3 +147,36 @@ def test_artifacts_stage_is_requested_when_an_hour_of_its_parents_updates():
         third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
         assert third.get_num_requested(ARTIFACTS) == 1
         assert third.get_num_requested(QA_REPORT) == 1  # downstream of the artifacts, in the same run
+
+
+def test_a_verified_deployment_hour_starts_the_release_gate_and_other_runs_do_not():
+    from qa_assets.defs.automation.sensors import post_deploy_gate_sensor
+
+    @dg.asset
+    def hour() -> None:
+        return None
+
+    job = dg.Definitions(assets=[hour]).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        requests = []
+        for tags in ({"qa-assets/trigger": "deployment", "qa-assets/service": "cart", "qa-assets/change": "ev-1"},
+                     {"dagster/schedule_name": "hourly_graph_schedule"}):
+            result = job.execute_in_process(instance=instance, tags=tags)
+            run = instance.get_run_by_id(result.run_id)
+            success = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
+            context = dg.build_run_status_sensor_context(
+                sensor_name="post_deploy_gate_sensor", dagster_instance=instance, dagster_run=run,
+                dagster_event=success)
+            requests.append(post_deploy_gate_sensor(context))
+    gate, skip = requests
+    assert isinstance(gate, dg.RunRequest)
+    assert gate.run_key.startswith("gate:") and gate.tags["qa-assets/change"] == "ev-1"
+    assert isinstance(skip, dg.SkipReason)
+
+
+def test_post_deploy_gate_job_holds_the_release_gate():
+    from qa_assets.definitions import defs
+    from qa_assets.defs.qa_artifacts.assets import RELEASE_READINESS
+
+    job = defs.resolve_job_def("post_deploy_gate")
+    assert RELEASE_READINESS in job.asset_layer.executable_asset_keys

@@ -19,4 +19,11 @@ hourly_graph = dg.define_asset_job(
     description="Publish one UTC hour into raw tables and run every later stage for it.",
 )
 
-JOBS = [land_telemetry, hourly_graph]
+# The unpartitioned stage after the hours: artifacts, release gate, knowledge base, report, ticket delivery.
+post_deploy_gate = dg.define_asset_job(
+    "post_deploy_gate",
+    selection=dg.AssetSelection.groups("qa_artifacts"),
+    description="After a deployment's hours were verified: regenerate artifacts and decide the release gate.",
+)
+
+JOBS = [land_telemetry, hourly_graph, post_deploy_gate]

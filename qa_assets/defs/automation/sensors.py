@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from qa_assets.defs.automation.jobs import hourly_graph, land_telemetry
+from qa_assets.defs.automation.jobs import hourly_graph, land_telemetry, post_deploy_gate
 from qa_assets.defs.partitions import hourly_partitions
 from qa_assets.defs.resources import default_landing, default_warehouse
 from qa_assets.lib.alerts import send_alert
@@ -83,6 +83,19 @@ def deployment_sensor(context: dg.SensorEvaluationContext):
     return requests or dg.SkipReason("no new deployment events")
 
 
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[hourly_graph],
+                      request_job=post_deploy_gate, default_status=dg.DefaultSensorStatus.STOPPED,
+                      description="When a deployment's hour has been verified, runs the release gate (and the "
+                                  "artifacts it reads) for that change.")
+def post_deploy_gate_sensor(context: dg.RunStatusSensorContext):
+    tags = context.dagster_run.tags
+    if tags.get("qa-assets/trigger") != "deployment":
+        return dg.SkipReason("the run was not started by a deployment event")
+    return dg.RunRequest(run_key=f"gate:{context.dagster_run.run_id}", tags={
+        key: tags[key] for key in ("qa-assets/trigger", "qa-assets/service", "qa-assets/change",
+                                   "qa-assets/event-type") if key in tags})
+
+
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
     """The asset checks that did not pass in one run: asset, check, severity and what the check said."""
     failed = []
@@ -130,4 +143,5 @@ def check_failure_alert(context: dg.RunStatusSensorContext):
     return None
 
 
-SENSORS = [landed_telemetry_sensor, staged_hours_sensor, deployment_sensor, run_failure_alert, check_failure_alert]
+SENSORS = [landed_telemetry_sensor, staged_hours_sensor, deployment_sensor, post_deploy_gate_sensor, run_failure_alert,
+           check_failure_alert]
