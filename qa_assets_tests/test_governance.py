@@ -541,3 +541,38 @@ def test_an_mlflow_server_works_like_the_local_store(mlflow_server, forests, win
     np.testing.assert_array_equal(model.score_samples(windows), old.score_samples(windows))
     assert model_registry.list_models(mlflow_server)["aliases"].to_list() == [["champion"], []]
     assert (tmp_path / "server-artifacts").is_dir() and not (tmp_path / "mlruns").exists()
+
+
+def test_reviews_asset_applies_verdicts_to_the_defects_table_and_logs_them_once(tmp_path):
+    import dagster as dg
+
+    from qa_assets.defs.governance.assets import reviews
+    from qa_assets.defs.resources import WarehouseResource
+    from qa_assets.lib import warehouse as wh
+    from qa_assets.lib.defects.grouping import DEFECTS as DEFECTS_SCHEMA
+
+    stored = _defects()
+    stored = pl.DataFrame({c: stored[c] if c in stored.columns else pl.Series(c, [None] * stored.height)
+                           for c in DEFECTS_SCHEMA}, schema=DEFECTS_SCHEMA)
+    feedback = _feedback([
+        {"defect_id": "d-1", "decision": "correct", "defect_type": "dependency_failure", "author": "jane",
+         "at": "2026-11-02T10:00:00Z"},
+        {"defect_id": "d-2", "decision": "reject", "author": "jane", "at": "2026-11-02T10:00:00Z"},
+        {"defect_id": "d-404", "decision": "approve", "author": "jane", "at": "2026-11-02T10:00:00Z"},
+    ])
+    warehouse = WarehouseResource(path=str(tmp_path / "wh.duckdb"))
+    with warehouse.connect() as con:
+        wh.ensure_table(con, "defects.defects", DEFECTS_SCHEMA)
+        wh.insert(con, "defects.defects", stored)
+        wh.ensure_table(con, "raw.feedback", dict(feedback.schema))
+        wh.insert(con, "raw.feedback", feedback)
+    for _ in range(2):  # a re-run changes nothing and logs nothing twice
+        result = reviews(dg.build_asset_context(), warehouse=warehouse)
+        assert result.metadata["unknown_defects"] == 1
+    with warehouse.connect(read_only=True) as con:
+        table = {r["defect_id"]: r for r in wh.read_table(con, "defects.defects").to_dicts()}
+        log = wh.read_frame(con, "SELECT subject_id, status FROM governance.decision_log WHERE stage = 'feedback'")
+    assert table["d-1"]["defect_type"] == "dependency_failure" and table["d-1"]["confidence"] == 1.0
+    assert table["d-2"]["status"] == "rejected"
+    assert table["d-4"]["defect_type"] == stored.row(3, named=True)["defect_type"]
+    assert sorted(log.rows()) == [("d-1", "applied"), ("d-2", "rejected")]

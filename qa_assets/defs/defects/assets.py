@@ -61,6 +61,15 @@ def detector_for(con, model_store: ModelStoreResource, hour, context) -> tuple[o
     return detector, str(info.version)
 
 
+def with_feedback(con, found: pl.DataFrame) -> pl.DataFrame:
+    """`found` defects with the latest human verdict per defect applied (`governance.apply_feedback`)."""
+    if found.height == 0 or not wh.table_exists(con, "raw.feedback"):
+        return found
+    feedback = wh.read_frame(con, "SELECT * FROM raw.feedback WHERE defect_id IN (SELECT unnest(?))",
+                             [found["defect_id"].to_list()])
+    return governance.apply_feedback(found, feedback) if feedback.height else found
+
+
 def append_decisions(con, rows: pl.DataFrame) -> None:
     """The decision log is append-only; a re-run replaces only rows with the same decision ids."""
     if rows.height == 0:
@@ -151,7 +160,9 @@ def defects(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
             scored, log_events=events, spans_errors=span_errors, failed_tests=tests, graph_edges=edges,
             previous_defects=previous, hour_end=end, windows=windows, graph_nodes=nodes, deployments=deployments,
             classifier=classifier, type_model_version=classifier_version)
-        wh.replace_where(con, "defects.defects", found_defects, "defect_id", found_defects["defect_id"].to_list())
+        # People's verdicts stay applied when an hour is re-run; the decision log keeps the model's own call.
+        wh.replace_where(con, "defects.defects", with_feedback(con, found_defects), "defect_id",
+                         found_defects["defect_id"].to_list())
         touched = found_defects.filter(pl.col("last_seen") >= hour)
         decisions = touched.select(
             pl.col("defect_id").alias("subject_id"),

@@ -1,13 +1,16 @@
-"""Governance: retraining the models (new versions enter as challenger) and the gates that promote them."""
+"""Governance: people's verdicts applied to the defects, retraining the models (new versions enter as
+challenger) and the gates that promote them."""
 
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
-from qa_assets.defs.defects.assets import CLASSIFIER_MODEL, DEFECTS, DETECTOR_MODEL, append_decisions
+from qa_assets.defs.automation.conditions import AFTER_ANY_HOUR
+from qa_assets.defs.defects.assets import CLASSIFIER_MODEL, DEFECTS, DETECTOR_MODEL, append_decisions, with_feedback
 from qa_assets.defs.resources import ModelStoreResource, WarehouseResource
 from qa_assets.defs.signals.assets import SERVICE_WINDOWS
+from qa_assets.defs.telemetry.assets import LANDED_KEYS
 from qa_assets.lib import governance, model_registry
 from qa_assets.lib import warehouse as wh
 from qa_assets.lib.defects import anomalies as anomaly_lib
@@ -17,6 +20,7 @@ GROUP = "governance"
 OWNERS = ["team:qa-platform"]
 DETECTOR = dg.AssetKey(["governance", "window_detector"])
 CLASSIFIER = dg.AssetKey(["governance", "defect_type_classifier"])
+REVIEWS = dg.AssetKey(["governance", "reviews"])
 TRAINING = timedelta(hours=24)
 HOLDOUT_SHARE = 0.2  # the newest fifth of the training window is held out to compare versions
 FALSE_ALARM_TOLERANCE = 0.01
@@ -105,7 +109,41 @@ def detector_promotion_gate(warehouse: WarehouseResource, model_store: ModelStor
         "challenger_false_alarm_rate": round(rates["challenger"], 4)})
 
 
-@dg.asset(key=CLASSIFIER, group_name=GROUP, kinds={"scikit-learn", "mlflow"}, owners=OWNERS, deps=[DEFECTS],
+@dg.asset(key=REVIEWS, group_name=GROUP, kinds={"duckdb"}, owners=OWNERS, deps=[DEFECTS, LANDED_KEYS["ingested_files"]],
+          pool="duckdb", automation_condition=AFTER_ANY_HOUR)
+def reviews(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """People's verdicts (feedback files, `qa-assets feedback`) applied to `defects.defects` and logged.
+
+    A correction replaces the type or severity, an approval confirms the labels, a rejection marks the defect a
+    false positive (`governance.apply_feedback`); each feedback record becomes a `review_defect` row of the
+    decision log. The defects stage applies the same verdicts when an hour is re-run, so none is undone.
+    """
+    with warehouse.connect() as con:
+        if not (wh.table_exists(con, "raw.feedback") and wh.table_exists(con, "defects.defects")):
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "note": "no feedback yet"})
+        feedback = wh.read_table(con, "raw.feedback")
+        current = wh.read_frame(con, "SELECT * FROM defects.defects WHERE defect_id IN (SELECT unnest(?))",
+                                [feedback["defect_id"].unique().to_list()])
+        reviewed = with_feedback(con, current)
+        wh.replace_where(con, "defects.defects", reviewed, "defect_id", reviewed["defect_id"].to_list())
+        known = feedback.filter(pl.col("defect_id").is_in(current["defect_id"].implode()))
+        append_decisions(con, governance.feedback_decision_rows(known))
+    unknown = feedback.filter(~pl.col("defect_id").is_in(current["defect_id"].implode()))
+    if unknown.height:
+        context.log.warning(f"{unknown.height} feedback record(s) name defects that are not in defects.defects "
+                            f"(e.g. {unknown['defect_id'][0]!r}); they wait until such a defect exists")
+    verdicts = governance.latest_feedback(known).group_by("decision").len().sort("decision") if known.height \
+        else pl.DataFrame({"decision": [], "len": []})
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": reviewed.height,
+        "feedback_records": feedback.height,
+        "unknown_defects": unknown.height,
+        "verdicts": dg.MetadataValue.json({str(k): int(v) for k, v in verdicts.iter_rows()}),
+        "rejected": int((reviewed["status"] == governance.REJECTED_STATUS).sum()) if reviewed.height else 0,
+    })
+
+
+@dg.asset(key=CLASSIFIER, group_name=GROUP, kinds={"scikit-learn", "mlflow"}, owners=OWNERS, deps=[DEFECTS, REVIEWS],
           pool="duckdb")
 def defect_type_classifier(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                            model_store: ModelStoreResource) -> dg.MaterializeResult:
