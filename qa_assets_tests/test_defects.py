@@ -135,6 +135,18 @@ def test_noise_is_not_flagged(detector):
     assert forest["is_anomaly"].sum() <= 2
 
 
+def test_traffic_noise_of_a_quiet_service_is_not_a_surge_but_a_real_surge_is():
+    quiet = anomalies.fit_detector(make_windows("cron", T0, 180, seed=5, requests=0.5), "test-features")
+    level = np.full(60, 0.5)
+    level[30:40] = 30.0  # a surge: sixty times the usual traffic for ten minutes
+    current = make_windows("cron", T0 + timedelta(hours=3), 60, seed=6, requests=level)
+    traffic = flagged(anomalies.detect(current, quiet, model_version="1"), "baseline").filter(
+        pl.col("signal") == "requests")
+    minutes = {(w - T0 - timedelta(hours=3)).seconds // 60 for w in traffic["window_start"].to_list()}
+    # 0, 1 or 2 requests a minute around a mean of 0.5 move x2 and /2 all the time; only the surge is noted
+    assert minutes and minutes <= set(range(30, 40))
+
+
 def test_seasonal_baseline_expects_the_daily_peak():
     # two days: 20 requests a minute, 200 between 12:00 and 18:00
     minutes = 2 * 24 * 60

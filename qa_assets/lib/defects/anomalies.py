@@ -133,6 +133,8 @@ class DetectorSettings:
     min_latency_requests: int = 3  # percentiles of fewer requests are not trusted
     min_memory_ratio: float = 1.15
     min_traffic_ratio: float = 2.0  # traffic and CPU: only large moves (x2 or /2) are noted
+    traffic_poisson_z: float = 4.0  # ... and traffic only when the count is also that many sqrt(expected) away:
+    # at 1-3 requests a minute, x2 and /2 are everyday noise, not a surge or a drop
     restart_threshold: float = 2.0  # restarts are rare events: one where the rate says <1% is flagged
     restart_rate_floor: float = 0.01  # per window
     change_lookback_min: float = 30.0
@@ -686,6 +688,8 @@ def _log_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataFr
             value, expected = pl.col(column).exp(), pl.col(f"med{column}").exp()
             moved = pl.col(column) - pl.col(f"med{column}")
         far = moved.abs() >= math.log(ratio) if two_sided else moved >= math.log(ratio)
+        if column == "_log_requests":
+            far = far & ((value - expected).abs() >= settings.traffic_poisson_z * expected.clip(1.0).sqrt())
         signed = z.abs() if two_sided else z
         scored = frame.with_columns(signed.alias("_z"), far.fill_null(False).alias("_far"))
         sustained = (pl.col("_z") >= settings.log_z_sustained * factor) & pl.col("_far")
