@@ -8,6 +8,7 @@ telemetry are always bound parameters.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,11 +47,16 @@ def connect(
     path: str | Path,
     *,
     read_only: bool = False,
-    lock_timeout_s: float = 300.0,
+    lock_timeout_s: float | None = None,
     memory_limit: str | None = None,
     threads: int | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse briefly; wait (with backoff) while another process holds its write lock."""
+    """Open the warehouse briefly; wait (with backoff) while another process holds its write lock.
+
+    `lock_timeout_s` defaults to QA_ASSETS_LOCK_TIMEOUT_S, else 300 s. 0 fails on the first conflict:
+    tests set it to prove the `duckdb` pool alone keeps writers apart (a retry would hide a conflict)."""
+    if lock_timeout_s is None:
+        lock_timeout_s = float(os.environ.get("QA_ASSETS_LOCK_TIMEOUT_S", "300"))
     target = str(path)
     if not is_md_path(target) and target != ":memory:":
         Path(target).parent.mkdir(parents=True, exist_ok=True)

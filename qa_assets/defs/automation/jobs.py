@@ -5,6 +5,8 @@ import dagster as dg
 from qa_assets.defs.partitions import HOURLY_TAG, hourly_partitions
 from qa_assets.defs.telemetry.assets import LANDED_KEYS
 
+HOUR_ORDER_TAG = {"qa-assets/hour-order": "serial"}
+
 land_telemetry = dg.define_asset_job(
     "land_telemetry",
     selection=dg.AssetSelection.assets(*LANDED_KEYS.values()),
@@ -17,6 +19,8 @@ hourly_graph = dg.define_asset_job(
     selection=dg.AssetSelection.tag(*next(iter(HOURLY_TAG.items()))),
     partitions_def=hourly_partitions,
     description="Publish one UTC hour into raw tables and run every later stage for it.",
+    # dagster.yaml admits one run with this tag at a time: hours are processed in order (a fold).
+    tags=HOUR_ORDER_TAG,
 )
 
 # The unpartitioned stage after the hours: artifacts, release gate, knowledge base, report, ticket delivery.

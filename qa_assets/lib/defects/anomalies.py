@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import stats
+
+# scipy.stats is imported where it is used: it takes ~1 s, and this module is imported by the code
+# location, i.e. by every run worker, forkserver, sensor evaluation and CLI start.
 
 from qa_assets.lib.frames import require_frame
 
@@ -256,6 +258,8 @@ def _tail(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
     p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-9)
+    from scipy import stats
+
     with np.errstate(divide="ignore", invalid="ignore"):
         log_sf = stats.binom.logsf(k - 1, np.maximum(n, k), p)
     out = -log_sf / math.log(10)
@@ -266,6 +270,8 @@ def _tail(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
 def _poisson_tail(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
     k = np.asarray(k, dtype=float)
     mu = np.maximum(np.asarray(mu, dtype=float), 1e-9)
+    from scipy import stats
+
     with np.errstate(divide="ignore", invalid="ignore"):
         log_sf = stats.poisson.logsf(k - 1, mu)
     out = -log_sf / math.log(10)
@@ -1057,6 +1063,8 @@ def drift(
     }
     if windows.height == 0:
         return {**result, "threshold": None, "max": 0.0, "max_feature": None, "drifted": False}
+    from scipy import stats
+
     critical = float(stats.kstwo.ppf(1 - alpha, windows.height))
     threshold = max(critical, min_distance)
     frame = _standardize(_with_baselines(_prepare(windows, detector.settings), detector))
