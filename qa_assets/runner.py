@@ -49,7 +49,7 @@ def configure(landing: Path, warehouse_path: Path, artifacts: Path, *, settle_se
     resources = res.default_resources()
     resources["landing"] = res.LandingResource(path=str(landing), settle_seconds=settle_seconds)
     resources["warehouse"] = res.WarehouseResource(path=str(warehouse_path))
-    resources["artifacts"] = res.ArtifactsResource(path=str(artifacts))
+    resources["artifacts"] = res.artifacts_resource(str(artifacts))  # keeps the ticket-delivery settings
     # Models live beside the warehouse they were trained on, unless a store is configured.
     tracking_uri = os.environ.get("QA_ASSETS_MLFLOW_URI") or f"sqlite:///{warehouse_path.parent / 'mlflow.db'}"
     resources["model_store"] = res.ModelStoreResource(tracking_uri=tracking_uri)

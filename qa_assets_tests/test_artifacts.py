@@ -134,7 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         self.server.seen.append((self.command, self.path))
-        time.sleep(self.server.delay)
+        if not self.path.endswith("/qa-assets-latency-reference"):  # the replay's reference: answered at once
+            time.sleep(self.server.delay)
         self.send_response(self.server.status)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -262,7 +263,8 @@ def test_generated_http_test_fails_while_the_service_answers_500(http_test: Path
         outcomes = run_generated(http_test, {"QA_TARGET_BASE_URL": f"http://127.0.0.1:{server.server_port}",
                                              "QA_LATENCY_BUDGET_MS": "60000"})
     assert outcome(outcomes, "test_no_server_error") == "failure"
-    assert "answered 500" in message(outcomes, "test_no_server_error")
+    # 0 of 40 failed before, 10 of 10 during: two requests tell them apart; both answered 500
+    assert "2 of 2 requests failed (500; 500)" in message(outcomes, "test_no_server_error")
     assert ("GET", "/items/42") in server.seen  # the concrete path seen in telemetry was replayed
     assert outcomes["returncode"] == "1"
 
@@ -659,7 +661,8 @@ def test_write_artifacts_is_deterministic_and_keeps_hostile_ids_inside_the_folde
     assert first.schema == pl.Schema(qa.ARTIFACTS)
     written = first.filter(pl.col("path").is_not_null())
     assert all(Path(p).resolve().is_relative_to(out.resolve()) for p in written["path"])
-    assert set(first.filter(pl.col("defect_id") == "d-1")["kind"]) == {"regression_test", "probe", "github_issue",
+    assert set(first.filter(pl.col("defect_id") == "d-1")["kind"]) == {"regression_test", "probe", "alert_rules",
+                                                                       "postman_collection", "github_issue",
                                                                        "jira_issue"}
     mtimes = {p: Path(p).stat().st_mtime_ns for p in written["path"]}
     second = qa.write_artifacts(out, defects, causes, incident_spans(), ci_frame())
@@ -690,3 +693,74 @@ def test_render_report_writes_markdown_and_plots(tmp_path: Path):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| MTTR | 43.3 min" in text and "block" in text
     assert_inert_markdown(text)
+
+
+# ------------------------------------------------------------------------------------ replay sizing
+
+
+def test_replay_plan_sends_enough_requests_to_see_the_incidents_failure_share():
+    def plan(before: tuple[int, int], during: tuple[int, int]) -> tuple[int, int]:
+        return qa.replay_plan({"baseline_failures": before[0], "baseline_count": before[1],
+                               "incident_failures": during[0], "incident_count": during[1]})
+
+    attempts, allowed = plan((3, 700), (75, 250))  # 0.4% before, 30% during (an error rate of 0.3)
+    assert 15 <= attempts <= 40 and allowed >= 1
+    # a route as healthy as before rarely fails the check; one failing as during the incident nearly always
+    assert qa.regression_tests._binomial_tail(allowed, attempts, 3.5 / 701) <= 0.005
+    assert qa.regression_tests._binomial_tail(allowed, attempts, 0.3) >= 0.99
+    assert plan((0, 500), (240, 250)) == (2, 0)  # a route failing every time: two requests tell
+    assert plan((20, 41), (2, 3))[0] == 3  # two failures of three, after a failing hour: no proven rise
+    assert plan((0, 0), (0, 0)) == (3, 1)  # no counts at all: three requests, two must fail
+    # a rare failure (2% during): the most telling plan within the cap of requests
+    assert 40 <= plan((1, 800), (3, 140))[0] <= qa.regression_tests.DEFAULT_MAX_ATTEMPTS
+
+
+def test_latency_regressions_get_a_threshold_between_the_two_medians():
+    example = {"baseline_p50_ms": 4.0, "baseline_p95_ms": 8.0, "incident_p50_ms": 100.0}
+    budget, basis = qa.regression_tests.latency_check(example, "latency_regression", min_budget_ms=10.0)
+    assert budget == 20.0 and "median" in basis  # sqrt(4 x 100)
+    assert qa.regression_tests.latency_check(example, "error_spike", min_budget_ms=10.0)[0] == 24.0  # p95 x 3
+    slight = {**example, "incident_p50_ms": 5.0}  # not clearly slower: the usual p95 budget
+    assert qa.regression_tests.latency_check(slight, "latency_regression", min_budget_ms=10.0)[0] == 24.0
+
+
+def test_requests_refused_before_reaching_the_service_count_as_its_failures():
+    rows = [span("catalog", T0 - timedelta(minutes=30) + timedelta(seconds=45 * i)) for i in range(40)]
+    rows += [span("catalog", T0 + timedelta(seconds=20 * i)) for i in range(30)]  # answered fine
+    for i in range(10):  # the callers' calls that got no answer: no server span, no HTTP status
+        row = span("frontend", T0 + timedelta(seconds=20 * i + 5), route=None, path=None, kind="CLIENT",
+                   status=200, ms=1.0)
+        row.update(name="GET", status_code="ERROR", http_status_code=None, peer_service="catalog",
+                   attributes=json.dumps({"url.full": "http://catalog:8080/items/77"}))
+        rows.append(row)
+    examples = qa.example_requests(conform(pl.DataFrame(rows), SPANS), defect())
+    assert [(e["route"], e["failing_count"], e["incident_failures"], e["incident_count"]) for e in examples] == [
+        ("/items/{id}", 10, 10, 40)]  # named by the server's route template
+    assert examples[0]["service_version"] is None and examples[0]["incident_p50_ms"] == 20.0  # answered only
+
+
+def test_a_validation_regression_is_checked_with_a_valid_body(tmp_path: Path):
+    rows = [span("ship", T0 - timedelta(minutes=30) + timedelta(seconds=45 * i), method="POST", route="/quote",
+                 path="/quote") for i in range(40)]
+    rows += [span("ship", T0 + timedelta(seconds=30 * i), method="POST", route="/quote", path="/quote",
+                  status=422 if i % 2 else 200) for i in range(20)]  # valid requests rejected, no 5xx
+    d = defect(service="ship", defect_type="data_validation")
+    examples = qa.example_requests(conform(pl.DataFrame(rows), SPANS), d)
+    assert [(e["new_client_errors"], e["incident_new_rejections"], e["incident_failures"]) for e in examples] == [
+        ([422], 10, 0)]
+    [case] = qa.request_cases(d, examples)
+    assert case["client_errors_seen"] == [422] and case["body_env"] == "QA_REQUEST_BODY_POST_QUOTE"
+    path = tmp_path / "test_validation.py"
+    path.write_text(qa.render_regression_test(d, [], examples), encoding="utf-8")
+    with target_server(422) as server:
+        base = {"QA_TARGET_BASE_URL": f"http://127.0.0.1:{server.server_port}", "QA_LATENCY_BUDGET_MS": "60000"}
+        without_body = run_generated(path, base)
+        with_body = run_generated(path, {**base, "QA_REQUEST_BODY_POST_QUOTE": '{"zip": "10115"}'})
+    assert outcome(without_body, "test_no_new_client_errors") == "skipped"  # {} may rightly be refused
+    assert "QA_REQUEST_BODY_POST_QUOTE" in message(without_body, "test_no_new_client_errors")
+    assert outcome(with_body, "test_no_new_client_errors") == "failure"
+    assert outcome(with_body, "test_no_server_error") == "passed"
+    with target_server(200) as server:
+        fixed = run_generated(path, {"QA_TARGET_BASE_URL": f"http://127.0.0.1:{server.server_port}",
+                                     "QA_LATENCY_BUDGET_MS": "60000", "QA_REQUEST_BODY_POST_QUOTE": "{}"})
+    assert fixed["returncode"] == "0" and outcome(fixed, "test_no_new_client_errors") == "passed"

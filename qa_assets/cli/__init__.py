@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "templates": ("qa_assets.cli.templates", "mine the log templates of one plain-text log (LineId,EventId,EventTemplate CSV)"),
     "gate": ("qa_assets.cli.gate", "record a human release-gate decision: approve | override SERVICE VERSION --reason"),
     "kb": ("qa_assets.cli.gate", "search the knowledge base (defect -> cause -> resolution -> artifacts)"),
+    "feedback": ("qa_assets.cli.feedback", "record a verdict on a defect (approve | reject | correct) as a landing "
+                 "feedback file; --list shows the review queue"),
 }
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "evaluate": ("measure accuracy on evaluation data (skips what is absent)", {
@@ -33,6 +35,8 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 GROUPS["evaluate"][1].update({
     "defects": ("qa_assets.evaluation.defects", "detection, grouping and type accuracy on simulated incidents"),
     "rca": ("qa_assets.evaluation.rca", "root-cause top-1/top-3 accuracy on simulated incidents"),
+    "artifacts": ("qa_assets.evaluation.artifacts", "generated regression tests against the simulated target: "
+                  "share failing on the faulty and passing on the fixed version"),
 })
 MODEL = ("qa_assets.cli.model", "model registry: list, promote, rollback (MLflow aliases champion/challenger)")
 

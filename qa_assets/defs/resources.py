@@ -69,14 +69,50 @@ class LandingResource(dg.ConfigurableResource):
 
 
 class ArtifactsResource(dg.ConfigurableResource):
-    """Where generated tests, probes, tickets and reports are written, one file per item."""
+    """Where generated tests, probes, tickets and reports are written, one file per item; and where tickets are
+    filed (qa/ticket_delivery). An empty tracker URL leaves that tracker off: its payload files are still written.
+    Tokens are read at run time from the environment variables named here, never stored."""
 
     path: str
+    github_issues_url: str = ""  # https://api.github.com/repos/OWNER/REPO/issues
+    github_token_env: str = "QA_ASSETS_GITHUB_TOKEN"
+    jira_issue_url: str = ""  # https://SITE.atlassian.net/rest/api/3/issue
+    jira_user_env: str = "QA_ASSETS_JIRA_USER"  # Jira Cloud: the account e-mail (basic auth with the API token)
+    jira_token_env: str = "QA_ASSETS_JIRA_TOKEN"
+    jira_project_key: str = "QA"
+    review_confidence_below: float = 0.6  # and every S1: filed only after a person approves (escalation)
+    delivery_attempts: int = 4
+    delivery_backoff_seconds: float = 1.0  # doubles after each failed attempt
+    delivery_timeout_seconds: float = 10.0
 
     def folder(self, *parts: str) -> Path:
         target = Path(self.path).resolve().joinpath(*parts)
         target.mkdir(parents=True, exist_ok=True)
         return target
+
+    def trackers(self) -> dict:
+        """The configured trackers (name -> delivery.Tracker), with their tokens from the environment."""
+        from qa_assets.lib.artifacts import delivery
+
+        found = {}
+        if self.github_issues_url:
+            found["github"] = delivery.github_tracker(self.github_issues_url, os.environ.get(self.github_token_env))
+        if self.jira_issue_url:
+            found["jira"] = delivery.jira_tracker(self.jira_issue_url, os.environ.get(self.jira_token_env),
+                                                  os.environ.get(self.jira_user_env))
+        return found
+
+
+def artifacts_resource(path: str | None = None) -> ArtifactsResource:
+    """The artifacts folder and ticket-delivery settings from the environment (QA_ASSETS_ARTIFACTS,
+    QA_ASSETS_GITHUB_ISSUES_URL, QA_ASSETS_JIRA_ISSUE_URL, QA_ASSETS_JIRA_PROJECT_KEY, QA_ASSETS_REVIEW_CONFIDENCE)."""
+    return ArtifactsResource(
+        path=path or default_artifacts(),
+        github_issues_url=os.environ.get("QA_ASSETS_GITHUB_ISSUES_URL", ""),
+        jira_issue_url=os.environ.get("QA_ASSETS_JIRA_ISSUE_URL", ""),
+        jira_project_key=os.environ.get("QA_ASSETS_JIRA_PROJECT_KEY") or "QA",
+        review_confidence_below=float(os.environ.get("QA_ASSETS_REVIEW_CONFIDENCE") or 0.6),
+    )
 
 
 class ModelStoreResource(dg.ConfigurableResource):
@@ -116,7 +152,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "landing": LandingResource(
             path=default_landing(), settle_seconds=float(os.environ.get("QA_ASSETS_SETTLE_SECONDS", "30"))
         ),
-        "artifacts": ArtifactsResource(path=default_artifacts()),
+        "artifacts": artifacts_resource(),
         "model_store": ModelStoreResource(
             tracking_uri=default_mlflow_uri(), artifact_root=os.environ.get("QA_ASSETS_MLFLOW_ARTIFACTS", "")
         ),

@@ -56,6 +56,7 @@ class RunInputs:
     deployments: pl.DataFrame
     log_events: pl.DataFrame | None
     defects_source: str  # pipeline | ground-truth
+    frames: dict[str, pl.DataFrame] | None = None  # the raw tables (load_landing_frames), for later stages
 
 
 InputBuilder = Callable[[Path, dict[str, Any]], RunInputs]
@@ -113,7 +114,8 @@ def pipeline_inputs(landing: Path, truth: dict[str, Any], *, defects_source: str
         defects, source = defects_from_truth(truth), "ground-truth"
     else:
         defects, source = run.latest_defects().drop("_partition", strict=False), "pipeline"
-    return RunInputs(defects, run.windows, run.anomalies, graph, frames["deployments"], run.log_events, source)
+    return RunInputs(defects, run.windows, run.anomalies, graph, frames["deployments"], run.log_events, source,
+                     frames)
 
 
 # ------------------------------------------------------------------------------- judging

@@ -329,6 +329,50 @@ def feedback_decision_rows(feedback: pl.DataFrame, *, code_version_text: str | N
     )
 
 
+# A person's review (feedback on a defect, `qa-assets gate approve|override`) settles the automated
+# decisions about the same subject made before it.
+REVIEWS_SETTLE: dict[str, tuple[str, ...]] = {
+    "review_defect": ("classify_defect", "rank_root_cause"),
+    "release_gate_approve": ("release_gate",),
+    "release_gate_override": ("release_gate",),
+}
+
+
+def review_queue(decision_log: pl.DataFrame) -> pl.DataFrame:
+    """Decisions waiting for a person, oldest first (``DECISION_LOG`` columns).
+
+    The latest status of a decision is that of its newest row (by ``decided_at``) among the rows with the
+    same ``decision``, ``subject_type`` and ``subject_id``: re-running a stage over a later partition
+    decides about the same subject again, and that newer decision is the one to review. A decision is
+    queued when that latest status is ``needs_review`` and no review that settles it (``REVIEWS_SETTLE``)
+    of the same subject came at or after it."""
+    _require(decision_log, "decision_log", ("decision_id", "decided_at", "decision", "subject_type",
+                                            "subject_id", "status"), "governance.decision_log rows")
+    if decision_log.height == 0:
+        return conform(decision_log.clear(), DECISION_LOG)
+    key = ["decision", "subject_type", "subject_id"]
+    latest = (
+        decision_log.sort(["decided_at", "decision_id"], nulls_last=False)
+        .group_by(key, maintain_order=True).last()
+        .filter(pl.col("status") == "needs_review")
+    )
+    settled_by = pl.DataFrame(
+        [{"decision": settled, "_review": review}
+         for review, settles in REVIEWS_SETTLE.items() for settled in settles],
+        schema={"decision": pl.String, "_review": pl.String},
+    )
+    reviews = (
+        decision_log.join(settled_by, left_on="decision", right_on="_review", how="inner", suffix="_settled")
+        .group_by(pl.col("decision_settled").alias("decision"), "subject_type", "subject_id")
+        .agg(pl.col("decided_at").max().alias("_reviewed_at"))
+    )
+    waiting = (
+        latest.join(reviews, on=key, how="left")
+        .filter(pl.col("_reviewed_at").is_null() | (pl.col("_reviewed_at") < pl.col("decided_at")))
+    )
+    return conform(waiting, DECISION_LOG).sort(["decided_at", "decision", "subject_id"], nulls_last=True)
+
+
 # ------------------------------------------------------------------------------------- feedback
 
 

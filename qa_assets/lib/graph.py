@@ -932,8 +932,12 @@ def _layers(view: nx.DiGraph) -> dict[str, int]:
     return {node: layer_of_scc[mapping[node]] for node in view}
 
 
-def render_png(graph: nx.MultiDiGraph, path: str | Path, max_nodes: int = 40) -> Path:
+def render_png(graph: nx.MultiDiGraph, path: str | Path, max_nodes: int = 40, *,
+               highlight: Iterable[str] = (), highlight_label: str = "root cause") -> Path:
     """A small picture of the services and datastores (callers left, callees right) for the Dagster UI.
+
+    ``highlight`` names services (or node ids) drawn large with a red ring, labelled ``highlight_label``
+    in the legend (the QA report marks the root causes of open defects); they are always drawn.
 
     Blue: services with spans; orange: services without (blind spots); grey squares: datastores.
     Edge width grows with call volume; red edges failed at least ``ERROR_EDGE_SHARE`` of their calls
@@ -949,10 +953,12 @@ def render_png(graph: nx.MultiDiGraph, path: str | Path, max_nodes: int = 40) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     view = _dependency_view(graph)
     total = view.number_of_nodes()
+    wanted = {str(h) for h in highlight}
+    marked = {n for n in view if n in wanted or str(view.nodes[n].get("name")) in wanted}
     if total > max_nodes:
         volume = {n: sum(d["call_count"] for *_, d in view.in_edges(n, data=True))
                   + sum(d["call_count"] for *_, d in view.out_edges(n, data=True)) for n in view}
-        keep = sorted(view, key=lambda n: (-volume[n], -view.degree(n), str(n)))[:max_nodes]
+        keep = sorted(view, key=lambda n: (n not in marked, -volume[n], -view.degree(n), str(n)))[:max_nodes]
         view = view.subgraph(keep).copy()
 
     layers = _layers(view) if view.number_of_nodes() else {}
@@ -1002,8 +1008,12 @@ def render_png(graph: nx.MultiDiGraph, path: str | Path, max_nodes: int = 40) ->
         color = "0.6" if datastore else ("tab:blue" if data.get("traced") else "tab:orange")
         axes.scatter([x], [y], s=150, marker="s" if datastore else "o", color=color, zorder=3,
                      edgecolors="white")
+        if node in marked:
+            axes.scatter([x], [y], s=420, marker="s" if datastore else "o", facecolors="none",
+                         edgecolors="tab:red", linewidths=2.2, zorder=4)
         axes.text(x, y - 0.22, str(data.get("name")), ha="center", va="top", fontsize=7, zorder=4,
-                  bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+                  bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+                  parse_math=False)  # a name with `$…$` is no formula
     axes.set_xlim(-0.6, n_layers - 0.4)
     axes.set_ylim(-tallest / 2 - 0.4, tallest / 2 + 0.2)
     handles = [
@@ -1013,6 +1023,9 @@ def render_png(graph: nx.MultiDiGraph, path: str | Path, max_nodes: int = 40) ->
         Line2D([], [], color="tab:red", label=f"calls, >= {ERROR_EDGE_SHARE:.0%} failed"),
         Line2D([], [], color="0.7", linestyle=(0, (3, 2)), label="catalog dependsOn only"),
     ]
+    if marked:
+        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="tab:red",
+                              markeredgewidth=2, markersize=11, label=highlight_label))
     axes.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=6,
                 frameon=False)
     shown = f" (busiest {view.number_of_nodes()} of {total})" if total > view.number_of_nodes() else ""

@@ -111,7 +111,7 @@ FAULT_EXCEPTIONS: dict[str, dict[str, list[tuple[str, str]]]] = {
         ],
         "node": [
             ("Error", "Missing required configuration: {noun_upper}_PROVIDER_URL"),
-            ("SyntaxError", "Unexpected token } in JSON at position 312"),
+            ("SyntaxError", "Unexpected token }} in JSON at position 312"),
         ],
     },
     "validation": {

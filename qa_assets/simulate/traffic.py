@@ -66,6 +66,13 @@ def build_trees(topology: Topology) -> list[TraceTree]:
     return trees
 
 
+def call_tree(topology: Topology, service: Service, endpoint: Endpoint) -> TraceTree:
+    """The call tree of one endpoint of any service, as a request entering there unrolls it (``build_trees``
+    builds those of the entry service's endpoints)."""
+    index = {s.name: i for i, s in enumerate(topology.services)}
+    return _build_tree(topology, index, service, endpoint)
+
+
 def _build_tree(topology: Topology, index: dict[str, int], entry: Service, endpoint: Endpoint) -> TraceTree:
     rows: list[dict] = []
     children: list[list[int]] = []
@@ -223,6 +230,15 @@ def node_parameters(tree: TraceTree, state: MinuteState, baseline_error: np.ndar
     }
 
 
+def pick_instances(pods: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The pod serving each request (``u``: uniform draws), as the load balancer picks: evenly while every
+    pod is ready, else mostly avoiding pods that are not (``pods``: each pod's available share)."""
+    if pods.min() >= 1.0:
+        return np.minimum((u * len(pods)).astype(np.int16), len(pods) - 1)
+    weights = np.cumsum(np.maximum(pods, 0.05))
+    return np.minimum(np.searchsorted(weights / weights[-1], u), len(pods) - 1).astype(np.int16)
+
+
 def simulate_tree(
     tree: TraceTree, n: int, state: MinuteState, params: dict, rng: np.random.Generator, proxies: np.ndarray
 ) -> TreeMinute:
@@ -244,12 +260,7 @@ def simulate_tree(
         if kind == SERVER:
             s = tree.service[j]
             pods = state.inst_available[s]
-            if pods.min() >= 1.0:
-                pick = np.minimum((u_instance[j] * len(pods)).astype(np.int16), len(pods) - 1)
-            else:  # the load balancer mostly avoids pods that are not ready
-                weights = np.cumsum(np.maximum(pods, 0.05))
-                pick = np.minimum(np.searchsorted(weights / weights[-1], u_instance[j]), len(pods) - 1)
-                pick = pick.astype(np.int16)
+            pick = pick_instances(pods, u_instance[j])
             instance[j] = pick
             if p >= 0:
                 ok_share = pods[pick] * (1.0 - params["unavailable"][j])

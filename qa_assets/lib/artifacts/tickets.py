@@ -45,6 +45,9 @@ TITLE_LIMIT = 250  # Jira summaries stop at 255 characters; GitHub titles read b
 ARTIFACT_NAMES = {
     "regression_test": "Regression test",
     "probe": "Synthetic probe (blackbox_exporter)",
+    "postman_collection": "Postman collection (v2.1) of the replayed requests",
+    "alert_rules": "Prometheus alerting rules (metric symptoms)",
+    "log_absence_check": "Log-absence check (template must not reappear)",
     "github_issue": "GitHub issue payload",
     "jira_issue": "Jira issue payload",
 }

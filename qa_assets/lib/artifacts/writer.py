@@ -4,6 +4,9 @@ Layout (``<stem>`` = slug of the defect id + a hash of the exact id, see ``stabl
 
     regression_tests/test_<stem>.py     pytest module (regression_tests.render_regression_test)
     probes/<stem>.yaml                  blackbox_exporter + Prometheus probe bundle (probes.render_probe)
+    postman/<stem>.postman_collection.json  Postman Collection v2.1 of the replayed requests (postman.postman_collection)
+    alerts/<stem>.rules.yaml            Prometheus rule file for the metric symptoms (probes.symptom_rules)
+    log_checks/<stem>.yaml              log-absence check + Loki rule (probes.log_absence_check)
     tickets/github/<stem>.json          GitHub create-issue payload (tickets.github_issue_payload)
     tickets/jira/<stem>.json            Jira REST v3 create-issue payload (tickets.jira_issue_payload)
 
@@ -20,6 +23,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +34,23 @@ from qa_assets.lib.artifacts._common import (
     causes_for,
     require_frame,
     stable_stem,
+    top_causes,
 )
-from qa_assets.lib.artifacts.probes import probe_yaml, render_probe
+from qa_assets.lib.artifacts.knowledge_base import _resolution_changes
+from qa_assets.lib.artifacts.postman import collection_json, postman_collection
+from qa_assets.lib.artifacts.probes import (
+    SymptomMetrics,
+    log_absence_check,
+    log_absence_yaml,
+    probe_yaml,
+    render_probe,
+    rules_yaml,
+    symptom_rules,
+)
 from qa_assets.lib.artifacts.regression_tests import (
     DEFAULT_LATENCY_MARGIN,
     DEFAULT_MIN_BUDGET_MS,
+    DEFAULT_REPLAY_MIN_BUDGET_MS,
     DEFAULT_RERUNS,
     DEFAULT_SAMPLES,
     example_requests,
@@ -46,9 +62,10 @@ from qa_assets.lib.artifacts.tickets import github_issue_payload, jira_issue_pay
 
 ARTIFACTS: dict[str, pl.DataType] = {
     "defect_id": pl.String,
-    "kind": pl.String,  # regression_test | probe | github_issue | jira_issue
+    # regression_test | probe | postman_collection | alert_rules | log_absence_check | github_issue | jira_issue
+    "kind": pl.String,
     "path": pl.String,  # absolute path of the file; null when the artifact could not be rendered
-    "format": pl.String,  # pytest | blackbox_exporter+prometheus | github-rest | jira-rest-v3-adf
+    "format": pl.String,  # FORMATS: pytest | blackbox_exporter+prometheus | postman-collection-v2.1 | ...
     "sha256": pl.String,
     "bytes": pl.Int64,
     "detail": pl.String,  # what the artifact checks, or why there is none
@@ -56,12 +73,18 @@ ARTIFACTS: dict[str, pl.DataType] = {
 KIND_FOLDERS = {
     "regression_test": ("regression_tests", "test_", ".py"),
     "probe": ("probes", "", ".yaml"),
+    "postman_collection": ("postman", "", ".postman_collection.json"),
+    "alert_rules": ("alerts", "", ".rules.yaml"),
+    "log_absence_check": ("log_checks", "", ".yaml"),
     "github_issue": ("tickets/github", "", ".json"),
     "jira_issue": ("tickets/jira", "", ".json"),
 }
 FORMATS = {
     "regression_test": "pytest",
     "probe": "blackbox_exporter+prometheus",
+    "postman_collection": "postman-collection-v2.1",
+    "alert_rules": "prometheus-rules",
+    "log_absence_check": "qa-assets-log-absence-v1",
     "github_issue": "github-rest",
     "jira_issue": "jira-rest-v3-adf",
 }
@@ -78,11 +101,14 @@ class ArtifactSettings:
     probe_timeout: str = "5s"
     blackbox_address: str = "blackbox-exporter:9115"
     latency_margin: float = DEFAULT_LATENCY_MARGIN
-    min_budget_ms: float = DEFAULT_MIN_BUDGET_MS
+    min_budget_ms: float = DEFAULT_MIN_BUDGET_MS  # probes and alerts: they cannot tell network time apart
+    replay_min_budget_ms: float = DEFAULT_REPLAY_MIN_BUDGET_MS  # regression tests add measured network time
     samples: int = DEFAULT_SAMPLES
     reruns: int = DEFAULT_RERUNS
     baseline_minutes: float = 60.0
     max_examples: int = 3
+    symptom_metrics: SymptomMetrics = SymptomMetrics()
+    loki_service_label: str = "service_name"
 
 
 def artifact_path(out_dir: Path | str, kind: str, defect_id: str) -> Path:
@@ -129,19 +155,25 @@ def write_artifacts(
     test_cases: pl.DataFrame,
     *,
     nodes: pl.DataFrame | None = None,
+    deployments: pl.DataFrame | None = None,
     settings: ArtifactSettings | None = None,
 ) -> pl.DataFrame:
     """Render and write every artifact of every defect; returns the index (``ARTIFACTS``).
 
     Per defect: example requests from its service's failing spans (and from its rank-1 cause's service when
-    that is another one), a regression test, a probe (HTTP defects), and GitHub and Jira payloads that link
-    the other artifacts by their path relative to ``out_dir``."""
+    that is another one), a regression test, a probe (HTTP defects), alerting rules for its metric symptoms,
+    a log-absence check (defects with a log template; ``deployments`` lets it name the fix's version), and
+    GitHub and Jira payloads that link the other artifacts by their path relative to ``out_dir``."""
     settings = settings or ArtifactSettings()
     defects = require_frame(defects, "defects", ("defect_id", "service", "defect_type", "severity",
                                                  "first_seen", "last_seen"), "defects.defects")
     out = Path(out_dir)
     owners = _owners(nodes)
     require_frame(spans, "spans", ("service", "start_time", "http_method"), "raw.spans")
+    # the change that ended a resolved defect, as the knowledge base names it: log-absence checks start there
+    fixes = {} if deployments is None or "status" not in defects.columns or root_causes is None else (
+        _resolution_changes(defects, top_causes(root_causes), deployments, timedelta(minutes=2),
+                            timedelta(minutes=15)))
     rows: list[dict[str, Any]] = []
     # a loop per defect: each becomes several files; defects per partition are few
     for defect in defects.sort("defect_id").to_dicts():
@@ -175,7 +207,7 @@ def write_artifacts(
         try:
             source = render_regression_test(
                 defect, causes, examples, test_case=test_case, latency_margin=settings.latency_margin,
-                min_budget_ms=settings.min_budget_ms, samples=settings.samples, reruns=settings.reruns)
+                min_budget_ms=settings.replay_min_budget_ms, samples=settings.samples, reruns=settings.reruns)
             write_text_file(test_path, source)
             rows.append(_row(defect_id, "regression_test", test_path, source, regression_test_kind(source)))
             linked["regression_test"] = os.path.relpath(test_path, out)
@@ -191,6 +223,45 @@ def write_artifacts(
             write_text_file(probe_path, text)
             rows.append(_row(defect_id, "probe", probe_path, text, f"{len(examples)} route(s)"))
             linked["probe"] = os.path.relpath(probe_path, out)
+            try:  # the same requests as the HTTP regression test, for Postman / newman
+                collection = postman_collection(defect, causes, examples, latency_margin=settings.latency_margin,
+                                                min_budget_ms=settings.replay_min_budget_ms)
+                postman_path = artifact_path(out, "postman_collection", defect_id)
+                text = collection_json(collection)
+                write_text_file(postman_path, text)
+                rows.append(_row(defect_id, "postman_collection", postman_path, text,
+                                 f"{len(collection['item'])} request(s)"))
+                linked["postman_collection"] = os.path.relpath(postman_path, out)
+            except NotRenderable:
+                pass
+
+        if test_case is None:  # a CI-only defect has no production symptom to alert on
+            try:
+                rules = symptom_rules(defect, examples, metrics=settings.symptom_metrics,
+                                      latency_margin=settings.latency_margin, min_budget_ms=settings.min_budget_ms)
+                rules_path = artifact_path(out, "alert_rules", defect_id)
+                text = rules_yaml(rules, what=f"Metric-symptom alerts generated by qa-assets for defect {defect_id}")
+                write_text_file(rules_path, text)
+                alerts = [r["alert"] for g in rules["groups"] for r in g["rules"]]
+                rows.append(_row(defect_id, "alert_rules", rules_path, text, ", ".join(alerts)))
+                linked["alert_rules"] = os.path.relpath(rules_path, out)
+            except NotRenderable:
+                pass
+        try:
+            fix = fixes.get(defect_id)
+            check = log_absence_check(defect, None if fix is None else {
+                "event_id": fix["resolution_change_id"], "service": fix["on"], "version": fix["version"],
+                "timestamp": fix["timestamp"]}, service_label=settings.loki_service_label)
+            check_path = artifact_path(out, "log_absence_check", defect_id)
+            text = log_absence_yaml(check)
+            write_text_file(check_path, text)
+            after = check["after"]
+            rows.append(_row(defect_id, "log_absence_check", check_path, text,
+                             f"template {check['template_id']} after {after['service']} "
+                             f"{after['version'] or 'the next deployment'}"))
+            linked["log_absence_check"] = os.path.relpath(check_path, out)
+        except NotRenderable:
+            pass
 
         owner = owners.get(str(defect.get("service")))
         issue = github_issue_payload(defect, causes, linked, example_requests=examples, test_case=test_case,
