@@ -27,3 +27,13 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _offline_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_code_version():
+    """code_version() is cached per process; a test that sets QA_ASSETS_CODE_VERSION must not leak it."""
+    from qa_assets.lib import governance
+
+    governance.code_version.cache_clear()
+    yield
+    governance.code_version.cache_clear()
