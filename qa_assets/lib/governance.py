@@ -51,6 +51,7 @@ import orjson
 import polars as pl
 import yaml
 
+from qa_assets.lib.frames import require_frame
 from qa_assets.lib.ingest.cdevents import (
     ParseResult,
     decode_text,
@@ -682,8 +683,4 @@ def feedback_as_events(feedback: pl.DataFrame) -> pl.DataFrame:
 
 
 def _require(frame: object, name: str, columns: Sequence[str], what: str) -> None:
-    if not isinstance(frame, pl.DataFrame):
-        raise GovernanceInputError(f"{name} must be a polars DataFrame ({what}), got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise GovernanceInputError(f"{name} lacks column(s) {', '.join(missing)}: pass the {what}")
+    require_frame(frame, name, columns, what, GovernanceInputError)

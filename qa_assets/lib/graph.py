@@ -35,6 +35,7 @@ import networkx as nx
 import orjson
 import polars as pl
 
+from qa_assets.lib.frames import require_frame
 from qa_assets.lib.ingest.tables import conform
 
 TS = pl.Datetime("us")
@@ -138,17 +139,7 @@ class UnknownServiceError(ValueError):
 
 
 def _require(frame: pl.DataFrame | None, name: str, columns: Iterable[str], producer: str) -> None:
-    if frame is None:
-        raise GraphInputError(f"{name} is None; pass the frame from {producer} (it may be empty)")
-    if not isinstance(frame, pl.DataFrame):
-        raise GraphInputError(
-            f"{name} must be a polars DataFrame from {producer}, got {type(frame).__name__}"
-        )
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise GraphInputError(
-            f"{name} lacks column(s) {missing} (has {frame.columns}); pass the frame from {producer}"
-        )
+    require_frame(frame, name, list(columns), producer, GraphInputError)
 
 
 def _json(value: dict[str, Any]) -> str:
