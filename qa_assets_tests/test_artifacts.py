@@ -764,3 +764,24 @@ def test_a_validation_regression_is_checked_with_a_valid_body(tmp_path: Path):
         fixed = run_generated(path, {"QA_TARGET_BASE_URL": f"http://127.0.0.1:{server.server_port}",
                                      "QA_LATENCY_BUDGET_MS": "60000", "QA_REQUEST_BODY_POST_QUOTE": "{}"})
     assert fixed["returncode"] == "0" and outcome(fixed, "test_no_new_client_errors") == "passed"
+
+
+def test_a_defect_ci_found_replays_the_requests_its_version_failed_in_production():
+    ci_at = T0 - timedelta(hours=1)  # CI failed on 2.0 an hour before the release
+    d = defect(service="mailer", defect_type="data_validation", first_seen=ci_at,
+               last_seen=ci_at + timedelta(minutes=4), operation="tests.test_api::test_accepts_payload",
+               exception_type=None, evidence=json.dumps({"source": "ci_tests", "versions": ["2.0"]}))
+    rows = [span("mailer", T0 - timedelta(minutes=30) + timedelta(minutes=i), method="POST", route="/send",
+                 path="/send", version="1.9") for i in range(30)]
+    rows += [span("mailer", T0 + timedelta(minutes=i), method="POST", route="/send", path="/send", version="2.0",
+                  status=422 if i % 3 == 0 else 200) for i in range(12)]
+    spans = conform(pl.DataFrame(rows), SPANS)
+    assert qa.example_requests(spans, d) == []  # nothing failed while CI ran
+    replayed = qa.production_window(spans, d)
+    assert (replayed["first_seen"], replayed["last_seen"]) == (T0, T0 + timedelta(minutes=11))
+    examples = qa.example_requests(spans, replayed)
+    assert [(e["method"], e["route"], e["new_client_errors"]) for e in examples] == [("POST", "/send", [422])]
+    # not found by CI, or a version that never served a request: the defect's own window
+    assert qa.production_window(spans, defect()) == defect()
+    unseen = {**d, "evidence": json.dumps({"source": "ci_tests", "versions": ["2.1"]})}
+    assert qa.production_window(spans, unseen) == unseen

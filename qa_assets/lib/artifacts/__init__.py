@@ -1,6 +1,7 @@
 """The qa_artifacts stage's domain logic: regression tests, probes, tickets, release gate, knowledge base, report.
 
-- `regression_tests`: `example_requests(spans, defect)`, `flaky_test_case(test_cases, defect)`,
+- `regression_tests`: `example_requests(spans, defect)`, `production_window(spans, defect)` (a CI
+  defect's version in production), `flaky_test_case(test_cases, defect)`,
   `render_regression_test(defect, root_causes, example_requests)` -> pytest module source.
 - `probes`: `render_probe(defect, example_requests)` -> blackbox_exporter/Prometheus bundle; `probe_yaml`;
   `symptom_rules(defect, example_requests)` -> Prometheus rule file; `log_absence_check(defect, fix)` and
@@ -36,6 +37,7 @@ from qa_assets.lib.artifacts.regression_tests import (
     example_requests,
     flaky_test_case,
     latency_budget_ms,
+    production_window,
     regression_test_kind,
     render_regression_test,
     replay_plan,
@@ -86,6 +88,7 @@ __all__ = [
     "postman_collection",
     "probe_yaml",
     "promql_string",
+    "production_window",
     "regression_test_kind",
     "release_readiness",
     "render_probe",

@@ -7,7 +7,7 @@ verdict is quoted in ``review``. The resolution is read from the status and the 
 - ``open`` → ``open: no resolution yet``; ``regression`` → seen again after it had been resolved;
   ``rejected`` → not a defect;
 - ``resolved`` → the deployment of the cause's (or the defect's) service that ended it (the latest one
-  before the symptoms stopped, else the first one shortly after; see ``_resolution_changes``): "resolved
+  before the symptoms stopped, else the first one shortly after; see ``resolution_changes``): "resolved
   after rollback of X to V", "after config change …", "after deploying X V"; without one, "resolved without
   a recorded change".
 """
@@ -75,7 +75,7 @@ def _artifact_lists(artifact_paths: Any) -> dict[str, list[str]]:
     return {str(k): sorted(str(p) for p in v) for k, v in dict(artifact_paths).items()}
 
 
-def _resolution_changes(defects: pl.DataFrame, causes: pl.DataFrame, deployments: pl.DataFrame | None,
+def resolution_changes(defects: pl.DataFrame, causes: pl.DataFrame, deployments: pl.DataFrame | None,
                         slack: timedelta, lookahead: timedelta) -> dict[str, dict[str, Any]]:
     """Per resolved defect, the deployment of the cause's or the defect's service that most likely ended it.
 
@@ -158,7 +158,7 @@ def knowledge_base(
     causes = top_causes(root_causes)
     paths = _artifact_lists(artifact_paths)
     events = feedback_events(feedback)
-    changes = _resolution_changes(defects, causes, deployments, timedelta(minutes=resolution_slack_minutes),
+    changes = resolution_changes(defects, causes, deployments, timedelta(minutes=resolution_slack_minutes),
                                   timedelta(minutes=resolution_lookahead_minutes))
     cause_by = {r["defect_id"]: r for r in causes.to_dicts()}
     corrections: dict[str, dict[str, Any]] = {}

@@ -25,6 +25,7 @@ hostile method cannot inject a request line.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import textwrap
@@ -86,6 +87,32 @@ _VALIDATION_TYPES = ("data_validation",)
 
 
 # ------------------------------------------------------------------------------------ examples
+
+
+def production_window(spans: pl.DataFrame, defect: dict[str, Any]) -> dict[str, Any]:
+    """The defect whose requests a replay looks for. A defect CI found is dated by its test runs, which
+    precede the release; the failing version's requests in production come later. So for a defect whose
+    evidence names the versions its tests failed on (``source`` ``ci_tests``), the defect with
+    ``first_seen`` / ``last_seen`` set to when the service's spans carry one of those versions; the defect
+    itself otherwise (no such versions, or none of them ever served a request)."""
+    try:
+        evidence = json.loads(defect.get("evidence") or "{}")
+    except (TypeError, ValueError):
+        return defect
+    versions = [str(v) for v in (evidence.get("versions") or []) if v] if isinstance(evidence, dict) else []
+    if not versions or evidence.get("source") != "ci_tests" or not defect.get("service"):
+        return defect
+    served = (
+        require_frame(spans, "spans", SPAN_COLUMNS, "raw.spans").lazy()
+        .filter((pl.col("service") == defect["service"]) & (pl.col("kind") == "SERVER")
+                & pl.col("service_version").is_in(versions))
+        .select(first=pl.col("start_time").min(), last=pl.col("start_time").max())
+        .collect()
+    )
+    first, last = served.row(0)
+    if first is None:
+        return defect
+    return {**defect, "first_seen": first, "last_seen": last}
 
 
 def example_requests(

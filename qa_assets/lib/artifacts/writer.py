@@ -36,7 +36,7 @@ from qa_assets.lib.artifacts._common import (
     stable_stem,
     top_causes,
 )
-from qa_assets.lib.artifacts.knowledge_base import _resolution_changes
+from qa_assets.lib.artifacts.knowledge_base import resolution_changes
 from qa_assets.lib.artifacts.postman import collection_json, postman_collection
 from qa_assets.lib.artifacts.probes import (
     SymptomMetrics,
@@ -55,6 +55,7 @@ from qa_assets.lib.artifacts.regression_tests import (
     DEFAULT_SAMPLES,
     example_requests,
     flaky_test_case,
+    production_window,
     regression_test_kind,
     render_regression_test,
 )
@@ -172,7 +173,7 @@ def write_artifacts(
     require_frame(spans, "spans", ("service", "start_time", "http_method"), "raw.spans")
     # the change that ended a resolved defect, as the knowledge base names it: log-absence checks start there
     fixes = {} if deployments is None or "status" not in defects.columns or root_causes is None else (
-        _resolution_changes(defects, top_causes(root_causes), deployments, timedelta(minutes=2),
+        resolution_changes(defects, top_causes(root_causes), deployments, timedelta(minutes=2),
                             timedelta(minutes=15)))
     rows: list[dict[str, Any]] = []
     # a loop per defect: each becomes several files; defects per partition are few
@@ -187,13 +188,14 @@ def write_artifacts(
         if defect.get("defect_type") == "flaky_test":
             test_case = flaky_test_case(test_cases, defect)
         elif defect.get("first_seen") is not None:
-            examples = example_requests(spans, defect,
+            replayed = production_window(spans, defect)  # a defect CI found: its version in production
+            examples = example_requests(spans, replayed,
                                         baseline_minutes=settings.baseline_minutes,
                                         max_examples=settings.max_examples)
             cause_service = causes[0].get("service") if causes else None
             if cause_service and cause_service != defect.get("service"):
                 seen = {(e["service"], e["method"], e["route"]) for e in examples}
-                examples += [e for e in example_requests(spans, defect, service=cause_service,
+                examples += [e for e in example_requests(spans, replayed, service=cause_service,
                                                          baseline_minutes=settings.baseline_minutes,
                                                          max_examples=settings.max_examples)
                              if (e["service"], e["method"], e["route"]) not in seen]
