@@ -650,3 +650,95 @@ def test_evaluation_on_a_small_simulated_run(tmp_path):
     assert metrics["type_accuracy_root"] >= 0.5
     report = evaluation.format_report(metrics)
     assert "detection_recall" in report and "F01" in report
+
+
+# ------------------------------------------------------------------------------------------ low traffic
+
+
+def test_a_slowdown_of_a_service_with_a_request_or_two_a_minute_is_found_from_pooled_windows():
+    quiet = anomalies.fit_detector(make_windows("mailer", T0, 180, seed=7, requests=1.2, p95_ms=60.0),
+                                   "test-features")
+    p95 = np.full(60, 60.0)
+    p95[20:34] = 300.0  # five times slower for 14 minutes
+    start = T0 + timedelta(hours=3)
+    current = make_windows("mailer", start, 60, seed=8, requests=1.2, p95_ms=p95)
+    assert (current["requests"] < 3).mean() > 0.8  # too few requests for a percentile of their own
+    slow = flagged(anomalies.detect(current, quiet, model_version="1"), "baseline").filter(
+        pl.col("signal").str.starts_with("latency"))
+    minutes = {(w - start).seconds // 60 for w in slow["window_start"].to_list()}
+    assert len(minutes & set(range(20, 34))) >= 6  # the slowdown is seen ...
+    assert minutes <= set(range(18, 36))  # ... and only around it (pools reach two windows out)
+    healthy = make_windows("mailer", start, 60, seed=9, requests=1.2, p95_ms=60.0)
+    one_slow = healthy.with_columns(  # one slow request among a handful is no slowdown
+        pl.when(pl.col("window_start") == start + timedelta(minutes=30)).then(pl.col(c) * 10).otherwise(pl.col(c))
+        .alias(c) for c in ("latency_p50_ms", "latency_p95_ms"))
+    scored = anomalies.detect(one_slow, quiet, model_version="1")
+    assert flagged(scored, "baseline").filter(pl.col("signal").str.starts_with("latency")).height == 0
+
+
+def test_two_requests_where_one_is_usual_is_no_load_that_explains_a_slowdown():
+    quiet = anomalies.fit_detector(make_windows("mailer", T0, 180, seed=7, requests=1.2, p95_ms=60.0),
+                                   "test-features")
+    start = T0 + timedelta(hours=3)
+    current = make_windows("mailer", start, 60, seed=8, requests=1.2, p95_ms=np.r_[np.full(20, 60.0),
+                                                                               np.full(40, 400.0)])
+    slow = flagged(anomalies.detect(current, quiet, model_version="1"), "baseline").filter(
+        pl.col("signal").str.starts_with("latency"))
+    ratios = {json.loads(d)["load_ratio"] for d in slow["details"].to_list()}
+    assert ratios == {1.0}
+
+
+def test_an_error_template_a_release_brings_is_new_even_early_in_the_history():
+    start = T0
+    current = make_windows("payment", start, 60, seed=31, requests=2.0)
+    events = pl.DataFrame({
+        "service": "payment",
+        "timestamp": [start + timedelta(minutes=m) for m in (36, 40, 44)],
+        "level": "ERROR", "template_id": "t-type", "template": "Cannot read properties of undefined",
+        "is_new_template": [True, False, False], "exception_type": "TypeError",
+    })
+    deployments = pl.DataFrame({
+        "timestamp": [start + timedelta(minutes=33)], "service": ["payment"], "event_id": ["chg-1"],
+        "change_kind": ["code"], "version": ["1.8.0"], "previous_version": ["1.7.1"],
+    })
+    fresh = anomalies.fit_detector(current, "f")  # the first hour of a history: baselined on itself
+    without_release = anomalies.detect(current, fresh, log_events=events, model_version="1")
+    assert flagged(without_release, "new_error_template").height == 0
+    with_release = anomalies.detect(current, fresh, log_events=events, deployments=deployments, model_version="1")
+    novel = flagged(with_release, "new_error_template")
+    assert novel["template_id"].unique().to_list() == ["t-type"]
+    assert novel["after_change_id"].unique().to_list() == ["chg-1"]
+    assert all(json.loads(d)["new_in_release"] for d in novel["details"].to_list())
+    # a release in the first minutes of the history: its predecessor was not known long enough
+    early = deployments.with_columns(pl.lit(start + timedelta(minutes=5)).alias("timestamp"))
+    shifted = events.with_columns(pl.col("timestamp") - timedelta(minutes=30))
+    assert flagged(anomalies.detect(current, fresh, log_events=shifted, deployments=early, model_version="1"),
+                   "new_error_template").height == 0
+
+
+def test_a_slowdown_across_the_hour_is_one_episode_not_two_short_ones():
+    hour = T0 + timedelta(hours=1)
+    before = anomaly_rows("email", hour - timedelta(minutes=4), 4, signal="latency_p95_ms", value=300.0,
+                          expected=60.0, change="chg-2")
+    after = anomaly_rows("email", hour, 4, signal="latency_p95_ms", value=300.0, expected=60.0, change="chg-2")
+    end = hour + timedelta(hours=1)
+    assert group(after, hour_end=end).height == 0  # four slow windows after the change: too short alone
+    defects = group(after, hour_end=end, previous_anomalies=before)
+    assert defects["service"].to_list() == ["email"]
+    assert defects["first_seen"][0] == hour - timedelta(minutes=4)
+    # an episode that ended before the hour was judged with its own partition
+    older = anomaly_rows("email", hour - timedelta(minutes=20), 10, signal="latency_p95_ms", value=300.0,
+                         expected=60.0)
+    assert group(after.clear(), hour_end=end, previous_anomalies=older).height == 0
+
+
+def test_a_new_error_template_needs_a_release_or_a_rise_in_errors_to_open_a_defect():
+    start = T0 + timedelta(minutes=10)
+    novel = anomaly_rows("frontend", start, 3, signal="new_template_count", value=1.0, expected=0.0,
+                         detector="new_error_template")
+    assert group(novel).height == 0  # the first appearance of a rare error of a healthy service
+    rise = anomaly_rows("frontend", start + timedelta(minutes=1), 1)
+    assert group(pl.concat([novel, rise]))["service"].to_list() == ["frontend"]
+    released = novel.with_columns(pl.lit("chg-7").alias("after_change_id"),
+                                  pl.lit('{"minutes_after_change": 2.0}').alias("details"))
+    assert group(released)["service"].to_list() == ["frontend"]

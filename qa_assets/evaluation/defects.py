@@ -166,6 +166,7 @@ def run_pipeline(
             deployments=deployments.filter(pl.col("timestamp") < end),
             classifier=classifier,
             settings=grouping_settings,
+            previous_anomalies=all_anomalies[-1] if all_anomalies else None,
         )
         seconds["group"] += time.perf_counter() - began
         previous = pl.concat([previous, hour_defects])

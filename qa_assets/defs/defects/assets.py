@@ -150,10 +150,14 @@ def defects(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         # Earlier partitions' defects (not this hour's own output, so a re-run starts from the same state).
         previous = wh.read_frame(con, "SELECT * FROM defects.defects WHERE first_seen < ? AND last_seen >= ?",
                                  [hour, hour - PREVIOUS_DEFECTS])
+        # ... and the previous hour's last flagged windows: an episode running on into this hour is one episode
+        carried = wh.read_frame(
+            con, "SELECT * FROM defects.anomalies WHERE hour = ? AND is_anomaly AND window_start >= ?",
+            [hour - timedelta(hours=1), hour - timedelta(minutes=grouping.GroupingSettings().carry_over_min)])
         found_defects = grouping.group_defects(
             scored, log_events=events, spans_errors=span_errors, failed_tests=tests, graph_edges=edges,
             previous_defects=previous, hour_end=end, windows=windows, graph_nodes=nodes, deployments=deployments,
-            classifier=classifier, type_model_version=classifier_version)
+            classifier=classifier, type_model_version=classifier_version, previous_anomalies=carried)
         # People's verdicts stay applied when an hour is re-run; the decision log keeps the model's own call.
         wh.replace_where(con, "defects.defects", with_feedback(con, found_defects), "defect_id",
                          found_defects["defect_id"].to_list())
@@ -169,9 +173,11 @@ def defects(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
             decisions, stage="defects", decision="classify_defect", subject_type="defect",
             model_name=CLASSIFIER_MODEL if classifier is not None else "rules", model_version=classifier_version,
             feature_set_id=windows["feature_set_id"].drop_nulls().first() if windows.height else None,
-            input_partitions=[partition],
+            input_partitions=[partition] + ([(hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")]
+                                            if carried.height else []),
             input_row_counts={"defects.anomalies": scored.height, "signals.log_events": events.height,
-                              "raw.spans(errors)": span_errors.height, "raw.test_cases": tests.height}))
+                              "raw.spans(errors)": span_errors.height, "raw.test_cases": tests.height,
+                              "defects.anomalies(previous hour, flagged)": carried.height}))
     table = touched.sort("severity", "first_seen").select(
         "defect_id", "service", "defect_type", "severity", "status", "confidence", "title", "first_seen", "last_seen")
     return dg.MaterializeResult(metadata={

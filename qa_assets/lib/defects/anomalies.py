@@ -7,13 +7,15 @@ Several detectors look at the same windows, each good at one kind of evidence:
   binomial / Poisson tail (low-traffic services are neither ignored nor noisy); continuous signals
   (latency, memory, CPU, traffic) use the median and MAD of their logarithm, per hour of day when the
   history covers that hour on two days or more (daily traffic curves are not anomalies).
+  A window with too few requests for a latency percentile of its own is judged on its neighbours' pool.
   A window is flagged by a strong deviation on its own, or by a moderate one sustained over neighbouring
   windows (counts pooled over five windows; continuous signals in runs of three).
 - ``isolation_forest``: scikit-learn's IsolationForest over the same signals standardized against their
   baselines, trained on the trailing history: catches windows where several signals move a little together.
 - ``error_burst``: ERROR/FATAL log lines out of proportion to the service's log volume.
 - ``new_error_template``: error (or warning) log templates never seen before that recur, in every window
-  they occur in (novelty needs a known past: nothing is "new" in the first hour of a history).
+  they occur in (novelty needs a known past: nothing is "new" in the first hour of a history, except an
+  error template first logged right after a release of its service, once the previous version was known).
 - ``test_failure``: failing CI test cases, marked flaky when the same test also passed on the same version.
 
 Changes matter: a window within ``change_lookback_min`` after a deployment or config change of the same
@@ -148,6 +150,7 @@ class DetectorSettings:
     novelty_min_warning_lines: int = (
         3  # ... as must a new warning template (rejections are logged as warnings)
     )
+    novelty_known_before_change_min: float = 20.0  # ... or after a change this far into the known history
     novelty_horizon_min: float = 120.0  # a template stays new this long after its first line
     forest_estimators: int = 100
     forest_max_samples: int = 512
@@ -236,21 +239,42 @@ def _prepare(windows: pl.DataFrame, settings: DetectorSettings) -> pl.DataFrame:
     def log_positive(name: str) -> pl.Expr:
         return pl.when(pl.col(name) > 0).then(pl.col(name).log()).otherwise(None)
 
+    frame = (
+        frame.with_columns(pl.col("window_start").cast(TS))
+        .unique(["service", "window_start"], keep="last", maintain_order=True)
+        .sort("service", "window_start")
+    )
+    # Latency of a window with too few requests for a percentile of its own is judged on the pool of its
+    # neighbours (centred, `pool_windows`): the request-weighted mean of their log latencies, when the
+    # pool has `min_latency_requests` requests. A service with a request or two a minute is not blind to
+    # a slowdown, and one slow request among a handful moves the pool too little to flag it.
+    weight = pl.when((pl.col("requests") > 0) & (pl.col("latency_p50_ms") > 0)).then(
+        pl.col("requests").cast(pl.Float64)).otherwise(0.0)
     frame = frame.with_columns(
-        pl.col("window_start").cast(TS),
-        pl.when(trusted_latency).then(log_positive("latency_p95_ms")).alias("_log_p95"),
-        pl.when(trusted_latency).then(log_positive("latency_p50_ms")).alias("_log_p50"),
+        weight.alias("_lat_n"),
+        (weight * log_positive("latency_p50_ms").fill_null(0.0)).alias("_lat_w50"),
+        (weight * log_positive("latency_p95_ms").fill_null(0.0)).alias("_lat_w95"),
+    )
+    pooled_n = _pooled("_lat_n", settings.pool_windows)
+    pooled_ok = (pl.col("requests") > 0) & (pooled_n >= settings.min_latency_requests)
+
+    def latency(name: str, weighted: str) -> pl.Expr:
+        return (
+            pl.when(trusted_latency).then(log_positive(name))
+            .when(pooled_ok).then(_pooled(weighted, settings.pool_windows) / pooled_n)
+            .otherwise(None)
+        )
+
+    frame = frame.with_columns(
+        latency("latency_p95_ms", "_lat_w95").alias("_log_p95"),
+        latency("latency_p50_ms", "_lat_w50").alias("_log_p50"),
         pl.col("requests").cast(pl.Float64).log1p().alias("_log_requests"),
         log_positive("cpu_utilization").alias("_log_cpu"),
         log_positive("memory_bytes").alias("_log_memory"),
-    )
-    frame = frame.with_columns(
         pl.col("window_start").dt.hour().cast(pl.Int8).alias("_slot"),
         pl.col("window_start").dt.date().alias("_day"),
-    )
-    return frame.unique(["service", "window_start"], keep="last", maintain_order=True).sort(
-        "service", "window_start"
-    )
+    ).drop("_lat_n", "_lat_w50", "_lat_w95")
+    return frame
 
 
 def _tail(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -588,11 +612,14 @@ def _pooled(column: str, windows: int) -> pl.Expr:
     return total
 
 
-def _load_ratio() -> pl.Expr:
+def _load_ratio(poisson_z: float) -> pl.Expr:
     """Requests in the window over the service's usual requests (1 = usual load): lets grouping tell a
-    slowdown under a traffic surge from a regression."""
+    slowdown under a traffic surge from a regression. 1 when the count is within `poisson_z` sqrt(usual)
+    of the usual: two requests where one is usual is no surge."""
     usual = (pl.col("med_log_requests").exp() - 1).clip(0.5)
-    return (pl.col("requests").cast(pl.Float64) / usual).round(3)
+    requests = pl.col("requests").cast(pl.Float64)
+    surge = (requests - usual).abs() >= poisson_z * usual.clip(1.0).sqrt()
+    return pl.when(surge).then(requests / usual).otherwise(1.0).round(3)
 
 
 def _rate_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataFrame]:
@@ -659,7 +686,7 @@ def _rate_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataF
                     pl.col("_kw").alias("count_wide"),
                     pl.col("_nw").alias("of_wide"),
                     pl.col("_threshold").round(3).alias("threshold"),
-                    _load_ratio().alias("load_ratio"),
+                    _load_ratio(settings.traffic_poisson_z).alias("load_ratio"),
                     pl.col("_minutes_after_change").round(2).alias("minutes_after_change"),
                     pl.col("_baseline").alias("baseline"),
                 )
@@ -714,7 +741,7 @@ def _log_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataFr
                 pl.struct(
                     pl.col("_z").round(3).alias("robust_z"),
                     moved.round(4).alias("log_ratio"),
-                    _load_ratio().alias("load_ratio"),
+                    _load_ratio(settings.traffic_poisson_z).alias("load_ratio"),
                     pl.col("_minutes_after_change").round(2).alias("minutes_after_change"),
                     pl.col("_baseline").alias("baseline"),
                 )
@@ -854,7 +881,21 @@ def _template_rows(
             .group_by("service", "template_id")
             .agg(pl.col("window_start").min().alias("_since"))
         )
-    new = new.filter(pl.col("_since") >= known_since)
+    # Inside the warm-up, an error template a release brought is new all the same: first seen right after
+    # a change of its service that came `novelty_known_before_change_min` or more into the known history
+    # (the previous version was watched that long and never logged it: "new in this release").
+    known_before_change = detector.history_start + timedelta(minutes=settings.novelty_known_before_change_min)
+    change_at = pl.col("window_start") + window - pl.duration(seconds=pl.col("_minutes_after_change") * 60.0)
+    released = changes.filter(pl.col("after_change_id").is_not_null()
+                              & pl.col("_minutes_after_change").is_not_null()).select(
+        "service", pl.col("window_start").alias("_since"), (change_at >= known_before_change).alias("_released"))
+    new = (
+        new.join(released, on=["service", "_since"], how="left")
+        .with_columns(
+            ((pl.col("_since") < known_since) & pl.col("_released").fill_null(False)).alias("_in_release"))
+        .filter((pl.col("_since") >= known_since) | pl.col("_in_release"))
+        .drop("_released")
+    )
     if new.height == 0:
         return pl.DataFrame(schema=ANOMALIES)
     horizon = timedelta(minutes=settings.novelty_horizon_min)
@@ -862,7 +903,7 @@ def _template_rows(
         (pl.col("window_start") >= pl.col("_since")) & (pl.col("window_start") < pl.col("_since") + horizon)
     )
     recurrence = lines.group_by("service", "template_id").agg(
-        pl.len().alias("_lines"), pl.col("_error").any().alias("_is_error")
+        pl.len().alias("_lines"), pl.col("_error").any().alias("_is_error"), pl.col("_in_release").first()
     )
     rows = (
         lines.group_by("service", "window_start", "template_id")
@@ -873,7 +914,7 @@ def _template_rows(
             pl.col("level").drop_nulls().first(),
         )
         .join(recurrence, on=["service", "template_id"], how="left")
-        .join(changes, on=["service", "window_start"], how="left")
+        .join(changes.drop("_minutes_after_change"), on=["service", "window_start"], how="left")
     )
     needed_lines = (
         pl.when(pl.col("_is_error"))
@@ -887,8 +928,9 @@ def _template_rows(
         pl.col("_window_lines").cast(pl.Float64).alias("value"),
         pl.lit(0.0).alias("expected"),
         (pl.col("_lines").cast(pl.Float64) + 1).log(2).alias("score"),
-        (pl.col("_lines") >= needed_lines).alias("is_anomaly"),
-        pl.struct("template", "exception_type", "level", pl.col("_lines").alias("lines_in_frame"))
+        ((pl.col("_lines") >= needed_lines) & (pl.col("_is_error") | ~pl.col("_in_release"))).alias("is_anomaly"),
+        pl.struct("template", "exception_type", "level", pl.col("_lines").alias("lines_in_frame"),
+                  pl.col("_in_release").alias("new_in_release"))
         .struct.json_encode()
         .alias("details"),
     )
@@ -970,7 +1012,8 @@ def detect(
     window = _window_length(windows)
     parts: list[pl.DataFrame] = []
     change_keys = pl.DataFrame(
-        schema={"service": pl.String, "window_start": TS, "after_change_id": pl.String}
+        schema={"service": pl.String, "window_start": TS, "after_change_id": pl.String,
+                "_minutes_after_change": pl.Float64}
     )
     if windows.height:
         frame = _prepare(windows, settings)
@@ -978,7 +1021,7 @@ def detect(
         frame = _standardize(_with_baselines(frame, detector))
         if "hour" not in frame.columns:
             frame = frame.with_columns(pl.col("window_start").dt.truncate("1h").alias("hour"))
-        change_keys = frame.select("service", "window_start", "after_change_id")
+        change_keys = frame.select("service", "window_start", "after_change_id", "_minutes_after_change")
         parts.extend(_rate_rows(frame, settings))
         parts.extend(_log_rows(frame, settings))
         parts.append(_forest_rows(frame, detector))

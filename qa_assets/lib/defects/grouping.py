@@ -4,9 +4,12 @@ defects with a fingerprint, keep their ids across partitions, and link the sympt
 1. **Episodes.** Per service, flagged windows (`defects.anomalies`) closer than `episode_gap_min` form
    an episode. Traffic and CPU moves alone are context (a surge is not a defect) and open none. An episode
    becomes a defect when its evidence persists (`GroupingSettings` says how much per kind of signal):
-   errors in two windows or a recurring never-seen error template; restarts in two windows; memory up for
-   five; latency up in eight windows (three right after a change of the service) covering half of the
-   episode - a short slowdown without errors or a change is noise in any alerting practice.
+   errors in two windows, or a recurring never-seen error template that a release of the service brought or
+   that came with a rise in errors (alone it is a rare error a healthy system also logs now and then);
+   restarts in two windows; memory up for five; latency up in eight windows (five right after a change of
+   the service) covering half of the episode - a short slowdown without errors or a change is noise in any
+   alerting practice. An episode may begin in the previous partition's last `carry_over_min` (one slowdown
+   is not cut in two at the hour).
 2. **Fingerprint** = service + signature + operation. The signature is the normalized exception type (or
    HTTP status) of the service's own failed server spans, else of its failing outgoing calls
    (`calls <peer>: ...`), else what its callers saw (a service without telemetry of its own), else its
@@ -129,6 +132,7 @@ class GroupingInputError(ValueError):
 @dataclass(frozen=True)
 class GroupingSettings:
     episode_gap_min: float = 5.0  # flagged windows closer than this belong to one episode
+    carry_over_min: float = 30.0  # the previous partition's last flagged windows an episode may start in
     min_error_windows: int = 2
     min_restart_windows: int = 2
     min_memory_windows: int = 5
@@ -290,6 +294,22 @@ class _Topology:
 # ------------------------------------------------------------------------------------------- episodes
 
 
+def _with_carry_over(anomalies: pl.DataFrame, previous: pl.DataFrame | None, hour_start: datetime,
+                     settings: GroupingSettings) -> pl.DataFrame:
+    """This partition's anomalies and the previous partition's flagged ones of its last `carry_over_min`."""
+    if previous is None or previous.height == 0:
+        return anomalies
+    _require(previous, "previous_anomalies", ("service", "window_start", "detector", "signal", "is_anomaly"),
+             "defects.anomalies")
+    since = hour_start - timedelta(minutes=settings.carry_over_min)
+    tail = previous.filter(pl.col("is_anomaly").fill_null(False)
+                           & pl.col("window_start").cast(TS).is_between(since, hour_start, closed="left"))
+    if tail.height == 0:
+        return anomalies
+    return pl.concat([tail.select([c for c in anomalies.columns if c in tail.columns]), anomalies],
+                     how="diagonal_relaxed")
+
+
 def _episodes(anomalies: pl.DataFrame, window: timedelta, settings: GroupingSettings) -> pl.DataFrame:
     """Per service, runs of flagged windows (gaps up to `episode_gap_min`) with per-family counts."""
     flagged = anomalies.filter(pl.col("is_anomaly").fill_null(False))
@@ -322,6 +342,7 @@ def _episodes(anomalies: pl.DataFrame, window: timedelta, settings: GroupingSett
         windows_of(["errors", "client", "novelty"]).alias("error_windows"),
         windows_of("errors").alias("own_error_windows"),
         windows_of("client").alias("client_windows"),
+        windows_of(["errors", "client"]).alias("rate_windows"),
         windows_of("novelty").alias("novelty_windows"),
         windows_of("latency").alias("latency_windows"),
         windows_of("memory").alias("memory_windows"),
@@ -375,9 +396,11 @@ def _episodes(anomalies: pl.DataFrame, window: timedelta, settings: GroupingSett
     )
     # A slowdown while the service carries far more traffic than usual is load, not a regression.
     under_load = pl.col("latency_load_ratio").fill_null(1.0) >= settings.load_explains_latency
+    # A never-seen error template is a defect when a release brought it or the service's errors rose with it;
+    # alone it is the first appearance of a rare error a healthy system also logs now and then.
     accept = (
-        (pl.col("error_windows") >= settings.min_error_windows)
-        | (pl.col("novelty_windows") >= 1)
+        (pl.col("rate_windows") >= settings.min_error_windows)
+        | ((pl.col("novelty_windows") >= 1) & (fresh_change | (pl.col("rate_windows") >= 1)))
         | (pl.col("restart_windows") >= settings.min_restart_windows)
         | (pl.col("memory_windows") >= settings.min_memory_windows)
         | (
@@ -1094,6 +1117,7 @@ def group_defects(
     classifier: classify.DefectTypeClassifier | None = None,
     type_model_version: str | None = None,
     settings: GroupingSettings | None = None,
+    previous_anomalies: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """`defects.defects` rows (DEFECTS) for one partition ending at `hour_end`.
 
@@ -1101,7 +1125,9 @@ def group_defects(
     raw.spans rows with an error (status ERROR or HTTP >= 500; SERVER and CLIENT); `failed_tests`:
     raw.test_cases rows (passes included, to tell flaky tests); `graph_edges` / `graph_nodes`: the service
     graph tables; `previous_defects`: earlier partitions' defects.defects rows; `windows`: the partition's
-    service windows (impact figures); `deployments`: raw.deployments (to link CI failures to releases)."""
+    service windows (impact figures); `deployments`: raw.deployments (to link CI failures to releases);
+    `previous_anomalies`: the previous partition's `defects.anomalies` (its last `carry_over_min` count
+    toward an episode that runs on into this hour, so a slowdown is not cut in two at the hour)."""
     settings = settings or GroupingSettings()
     if not isinstance(hour_end, datetime):
         raise GroupingInputError(f"hour_end must be a datetime, got {type(hour_end).__name__}")
@@ -1178,7 +1204,9 @@ def group_defects(
         )
     topo = _Topology(graph_edges, graph_nodes, spans)
 
-    episodes = _episodes(anomalies, window, settings)
+    episodes = _episodes(_with_carry_over(anomalies, previous_anomalies, hour_start, settings), window, settings)
+    if episodes.height:  # an episode over before this hour was judged with its own partition
+        episodes = episodes.filter(pl.col("end") > hour_start)
     candidates = (
         _episode_candidates(episodes, spans, log_errors, windows, deployments, topo, settings)
         if episodes.height
