@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from qa_assets.evaluation import artifacts as evaluation
@@ -191,6 +192,23 @@ def test_cli_registers_evaluate_artifacts():
 
     args = build_parser(["evaluate", "artifacts"]).parse_args(["evaluate", "artifacts", "--landing", "x"])
     assert args.handler is evaluation.main and args.landing == Path("x") and args.defects == "pipeline"
+    several = build_parser(["evaluate", "artifacts"]).parse_args(["evaluate", "artifacts", "--seeds", "0, 2"])
+    assert several.seeds == [0, 2]
+    with pytest.raises(SystemExit):
+        build_parser(["evaluate", "artifacts"]).parse_args(["evaluate", "artifacts", "--seeds", "0,two"])
+
+
+def test_pooled_share_counts_every_fault_of_every_seed():
+    def run(*validated: bool | None) -> dict:
+        rows = [{"fault_id": f"F{i}", "kind": "bad_deploy", "root_service": "s", "defects": 1, "tests": [],
+                 "failed_on_faulty": v, "passed_on_fixed": v, "validated": bool(v), "detail": ""}
+                for i, v in enumerate(validated)]
+        return {"validation": pl.DataFrame(rows, schema=evaluation.VALIDATION)}
+
+    pooled = evaluation.pooled_figures([run(True, True, None), run(True, False)])
+    assert (pooled["faults_with_http_symptom"], pooled["faults_tested"], pooled["faults_validated"]) == (5, 4, 3)
+    assert pooled["validated_share"] == 0.6 and pooled["validated_share_tested"] == 0.75
+    assert evaluation.pooled_figures([])["validated_share"] is None
 
 
 # ------------------------------------------------------------------------------------ end to end

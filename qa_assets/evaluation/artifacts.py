@@ -300,6 +300,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hours", type=float, default=4.0, help="simulated hours (default: %(default)s)")
     parser.add_argument("--scale", default="small", help="simulator scale (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="simulator seed (default: %(default)s)")
+    parser.add_argument("--seeds", type=_seed_list, default=None,
+                        help="several simulator seeds, comma-separated (e.g. 0,1,2): each is simulated and "
+                             "validated, then the share over all their faults is printed")
     parser.add_argument("--faults", default="all",
                         help="simulator scenario (default: %(default)s: every fault kind)")
     parser.add_argument("--defects", choices=("pipeline", "ground-truth"), default="pipeline",
@@ -310,40 +313,80 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers such as 0,1,2, got {text!r}")
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds needs at least one seed, e.g. 0,1,2")
+    return seeds
+
+
+def pooled_figures(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The validated share over the faults of several runs (each ``evaluate_on_simulation``'s result)."""
+    validation = pl.concat([r["validation"] for r in runs]) if runs else pl.DataFrame(schema=VALIDATION)
+    return {"runs": len(runs), "faults_with_http_symptom": validation.height,
+            "faults_tested": int(validation["failed_on_faulty"].is_not_null().sum()),
+            "faults_validated": int(validation["validated"].sum()),
+            "validated_share": validated_share(validation),
+            "validated_share_tested": validated_share(validation, tested_only=True)}
+
+
 def main(args: argparse.Namespace) -> int:
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    seeds = getattr(args, "seeds", None)
+    if seeds and args.landing:
+        print("qa-assets evaluate artifacts: --seeds simulates its runs; drop --landing or --seeds",
+              file=sys.stderr)
+        return 2
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="qa-assets-eval-artifacts-") as scratch:
-        workdir = args.workdir or Path(scratch)
-        landing, truth = args.landing, args.ground_truth
-        if args.simulate or not landing:
-            from qa_assets.simulate import SimulationError, simulate
+        for seed in seeds or [args.seed]:
+            workdir = (args.workdir or Path(scratch)) / (f"seed{seed}" if seeds else "")
+            landing, truth = args.landing, args.ground_truth
+            if args.simulate or not landing:
+                from qa_assets.simulate import SimulationError, simulate
 
-            folder = args.simulate or workdir / "simulated"
+                folder = (args.simulate / f"seed{seed}" if seeds else args.simulate) if args.simulate \
+                    else workdir / "simulated"
+                try:
+                    summary = simulate(folder / "landing", topology=args.topology, hours=args.hours,
+                                       scale=args.scale, seed=seed, faults=args.faults,
+                                       ground_truth=folder / "ground_truth.json")
+                except (SimulationError, ValueError) as error:
+                    print(f"qa-assets evaluate artifacts: {error}", file=sys.stderr)
+                    return 2
+                progress(f"simulated {summary.topology} ({args.hours:g} h, {summary.scale}, seed {seed}): "
+                         f"faults {', '.join(summary.faults)}")
+                landing, truth = summary.landing_dir, summary.ground_truth_path
+            truth = truth or Path(landing).parent / "ground_truth.json"
             try:
-                summary = simulate(folder / "landing", topology=args.topology, hours=args.hours,
-                                   scale=args.scale, seed=args.seed, faults=args.faults,
-                                   ground_truth=folder / "ground_truth.json")
-            except (SimulationError, ValueError) as error:
+                metrics = evaluate_on_simulation(landing, truth, workdir=workdir, defects_source=args.defects,
+                                                 progress=progress)
+            except (FileNotFoundError, ValueError, RuntimeError) as error:
                 print(f"qa-assets evaluate artifacts: {error}", file=sys.stderr)
                 return 2
-            progress(f"simulated {summary.topology} ({args.hours:g} h, {summary.scale}, seed {args.seed}): "
-                     f"faults {', '.join(summary.faults)}")
-            landing, truth = summary.landing_dir, summary.ground_truth_path
-        truth = truth or Path(landing).parent / "ground_truth.json"
-        try:
-            metrics = evaluate_on_simulation(landing, truth, workdir=workdir, defects_source=args.defects,
-                                             progress=progress)
-        except (FileNotFoundError, ValueError, RuntimeError) as error:
-            print(f"qa-assets evaluate artifacts: {error}", file=sys.stderr)
-            return 2
+            runs.append({**metrics, "seed": seed})
+            if not args.json:
+                print((f"== seed {seed}\n" if seeds else "") + format_report(metrics), flush=True)
+        pooled = pooled_figures(runs)
         if args.json:
-            out = {k: v for k, v in metrics.items() if k != "validation"}
-            out["per_fault"] = metrics["validation"].to_dicts()
+            out: dict[str, Any] = {"runs": [
+                {**{k: v for k, v in m.items() if k != "validation"}, "per_fault": m["validation"].to_dicts()}
+                for m in runs]}
+            if not seeds:
+                out = out["runs"][0]
+            else:
+                out["pooled"] = pooled
             print(json.dumps(out, indent=2, default=str))
-        else:
-            print(format_report(metrics))
+        elif seeds:
+            share = "-" if pooled["validated_share"] is None else f"{pooled['validated_share']:.3f}"
+            print(f"\nover seeds {','.join(map(str, seeds))}: {pooled['faults_validated']} of "
+                  f"{pooled['faults_with_http_symptom']} faults with an HTTP symptom validated ({share}); "
+                  f"per seed: " + ", ".join(f"{m['seed']}: {m['validated_share']}" for m in runs))
     return 0
 
 
