@@ -256,3 +256,16 @@ def test_a_pretty_printed_otlp_document_is_one_request(tmp_path, con):
     assert staged(con, "spans").height == 4
     assert quarantine(con).height == 0
     assert_accounted(con)
+
+
+def test_replace_where_swaps_keyed_rows_or_the_whole_table_in_one_transaction(con):
+    schema = {"k": pl.String, "v": pl.Int64}
+    warehouse.ensure_table(con, "qa.t", schema)
+    warehouse.insert(con, "qa.t", pl.DataFrame({"k": ["a", "b"], "v": [1, 2]}, schema=schema))
+    warehouse.replace_where(con, "qa.t", pl.DataFrame({"k": ["b"], "v": [3]}, schema=schema), "k", ["b"])
+    assert warehouse.read_frame(con, "SELECT * FROM qa.t ORDER BY k").rows() == [("a", 1), ("b", 3)]
+    warehouse.replace_where(con, "qa.t", pl.DataFrame({"k": ["c"], "v": [4]}, schema=schema), None)
+    assert warehouse.read_frame(con, "SELECT * FROM qa.t").rows() == [("c", 4)]
+    with pytest.raises(Exception):  # a failed insert leaves the table as it was
+        warehouse.replace_where(con, "qa.t", pl.DataFrame({"x": [object()]}, schema={"x": pl.Object}), None)
+    assert warehouse.read_frame(con, "SELECT * FROM qa.t").rows() == [("c", 4)]

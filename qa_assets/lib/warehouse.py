@@ -165,14 +165,16 @@ def replace_where(
     con: duckdb.DuckDBPyConnection,
     table: str,
     frame: pl.DataFrame,
-    key_column: str,
-    key_values: Sequence[object],
+    key_column: str | None,
+    key_values: Sequence[object] | None = None,
 ) -> int:
-    """Delete the rows whose `key_column` is in `key_values`, then insert `frame`, in one transaction:
-    re-running a partition gives the same table."""
+    """Delete the rows whose `key_column` is in `key_values` (every row when `key_column` is None: a table
+    rebuilt whole), then insert `frame`, in one transaction: re-running a partition gives the same table."""
     con.execute("BEGIN TRANSACTION")
     try:
-        if key_values:
+        if key_column is None:
+            con.execute(statement("DELETE FROM {table}", table=table))
+        elif key_values:
             con.execute(
                 statement("DELETE FROM {table} WHERE {column} IN (SELECT unnest(?))", table=table, column=key_column),
                 [list(key_values)],

@@ -39,18 +39,6 @@ def _feedback(con) -> pl.DataFrame | None:
     return wh.read_table(con, "raw.feedback") if wh.table_exists(con, "raw.feedback") else None
 
 
-def _replace_all(con, table: str, frame: pl.DataFrame, schema) -> None:
-    wh.ensure_table(con, table, schema)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(wh.statement("DELETE FROM {t}", t=table))
-        wh.insert(con, table, frame)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-
-
 @dg.asset(key=ARTIFACTS, group_name=GROUP, kinds={"pytest", "duckdb"}, owners=OWNERS,
           deps=[DEFECTS, ROOT_CAUSES, RAW_KEYS["spans"], RAW_KEYS["test_cases"], RAW_KEYS["deployments"],
                 GRAPH_NODES], pool="duckdb",
@@ -170,7 +158,8 @@ def release_readiness(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             deployments, defects if defects is not None else pl.DataFrame(schema=writer_defects_schema()),
             causes if causes is not None else pl.DataFrame(schema=rca_schema()), windows, tests,
             decided_at=decided_at)
-        _replace_all(con, "qa.release_readiness", gate, release_gate_lib.RELEASE_READINESS)
+        wh.ensure_table(con, "qa.release_readiness", release_gate_lib.RELEASE_READINESS)
+        wh.replace_where(con, "qa.release_readiness", gate, None)  # rebuilt whole: every version's verdict
         decisions = gate.select(
             pl.concat_str([pl.col("service"), pl.col("version")], separator="@").alias("subject_id"),
             pl.col("decision").alias("outcome"), pl.lit(None, dtype=pl.Float64).alias("confidence"),
@@ -216,7 +205,8 @@ def knowledge_base(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         index = wh.read_table(con, "qa.artifacts") if wh.table_exists(con, "qa.artifacts") else None
         kb = build_knowledge_base(defects, causes, _feedback(con), index,
                                    deployments=wh.read_table(con, "raw.deployments"))
-        _replace_all(con, "qa.knowledge_base", kb, KB_SCHEMA)
+        wh.ensure_table(con, "qa.knowledge_base", KB_SCHEMA)
+        wh.replace_where(con, "qa.knowledge_base", kb, None)  # rebuilt whole from every defect
     return dg.MaterializeResult(metadata={
         "dagster/row_count": kb.height,
         "preview": dg.MetadataValue.md(markdown_table(kb.select(
