@@ -115,3 +115,40 @@ def test_run_without_landing_is_a_clear_error(tmp_path, capsys, monkeypatch):
     code = main(["run", "--landing", str(tmp_path / "missing"), "--warehouse", str(tmp_path / "w.duckdb")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_no_champion_detector_is_learnt_from_an_hour_without_traffic(tmp_path):
+    import logging
+    import types
+    from datetime import datetime, timedelta
+
+    import duckdb
+    import polars as pl
+
+    from qa_assets.defs.defects.assets import DETECTOR_MODEL, detector_for
+
+    def hour_of_windows(start: datetime, requests: int) -> pl.DataFrame:
+        minutes = [start + timedelta(minutes=m) for m in range(60)]
+        return pl.DataFrame({
+            "hour": start, "service": ["shop", "mailer"] * 60, "window_start": [m for m in minutes for _ in (0, 1)],
+            "window_minutes": 1, "feature_set_id": "f", "requests": [requests, 0] * 60, "errors": 0,
+            "client_calls": 0, "client_errors": 0, "log_count": 3, "log_error": 0, "new_template_count": 0,
+            "restarts": 0, "latency_p50_ms": [20.0 if requests else None, None] * 60,
+            "latency_p95_ms": [40.0 if requests else None, None] * 60,
+        }, schema_overrides={"hour": pl.Datetime("us"), "window_start": pl.Datetime("us"),
+                             "latency_p50_ms": pl.Float64, "latency_p95_ms": pl.Float64})
+
+    quiet, busy = datetime(2026, 3, 1, 23), datetime(2026, 3, 2, 0)
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    frame = pl.concat([hour_of_windows(quiet, 0), hour_of_windows(busy, 12)])
+    warehouse.ensure_table(con, "signals.service_windows", dict(frame.schema))
+    warehouse.insert(con, "signals.service_windows", frame)
+    store = res.ModelStoreResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    context = types.SimpleNamespace(log=logging.getLogger("test"))
+    # the CI-only hour (logs, no requests) is baselined on itself: nothing becomes champion
+    _, version = detector_for(con, store, quiet, context)
+    assert version == "self-baselined" and store.champion(DETECTOR_MODEL) is None
+    # the first hour with traffic bootstraps the champion from its own minutes, the quiet service's included
+    detector, version = detector_for(con, store, busy, context)
+    assert version == "1" and store.champion(DETECTOR_MODEL) is not None
+    assert detector.training_rows == 120

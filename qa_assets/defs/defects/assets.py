@@ -33,15 +33,21 @@ def detector_for(con, model_store: ModelStoreResource, hour, context) -> tuple[o
     if found is not None:
         model, info = found
         return model, str(info.version)
-    # Learn from windows that saw traffic: an hour holding only CI reports is all zero rows and would make
-    # every real minute look anomalous. Without earlier traffic, the scored hour itself is the baseline.
-    history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE window_start >= ? AND window_start < ? "
-                                 "AND (requests > 0 OR log_count > 0)", [hour - HISTORY, hour])
+    # Learn from the minutes the system served requests: an hour holding only CI reports (or logs) is all
+    # zero-traffic rows, and a champion learnt there would make every real minute look anomalous. Within those
+    # minutes every service's row counts, its quiet ones too (they are scored as well).
+    live = ("SELECT * FROM signals.service_windows WHERE window_start >= ? AND window_start < ? AND window_start IN "
+            "(SELECT window_start FROM signals.service_windows GROUP BY window_start HAVING sum(requests) > 0)")
+    history = wh.read_frame(con, live, [hour - HISTORY, hour])
     if history.select("window_start").n_unique() < 30:
-        history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE window_start >= ? AND window_start < ?"
-                                     " AND (requests > 0 OR log_count > 0)", [hour - HISTORY, hour + timedelta(hours=1)])
-    if history.height == 0:
-        history = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE hour = ?", [hour])
+        history = wh.read_frame(con, live, [hour - HISTORY, hour + timedelta(hours=1)])
+    if history.select("window_start").n_unique() < 30:
+        # No traffic yet: this hour is baselined on itself and no champion is registered from it.
+        own = wh.read_frame(con, "SELECT * FROM signals.service_windows WHERE hour = ?", [hour])
+        context.log.info(f"no champion detector yet and no traffic to learn one from before {hour + timedelta(hours=1)}: "
+                         "this hour is baselined on itself")
+        feature_set = own["feature_set_id"].drop_nulls().first() if own.height else None
+        return anomaly_lib.fit_detector(own, feature_set or "unknown"), "self-baselined"
     feature_set = history["feature_set_id"].drop_nulls().first() if history.height else None
     detector = anomaly_lib.fit_detector(history, feature_set or "unknown")
     start, end = history["window_start"].min(), history["window_start"].max()
