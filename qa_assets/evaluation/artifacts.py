@@ -350,8 +350,8 @@ def main(args: argparse.Namespace) -> int:
             if args.simulate or not landing:
                 from qa_assets.simulate import SimulationError, simulate
 
-                folder = (args.simulate / f"seed{seed}" if seeds else args.simulate) if args.simulate \
-                    else workdir / "simulated"
+                folder = workdir / "simulated" if not args.simulate else (
+                    args.simulate / f"seed{seed}" if seeds else args.simulate)
                 try:
                     summary = simulate(folder / "landing", topology=args.topology, hours=args.hours,
                                        scale=args.scale, seed=seed, faults=args.faults,

@@ -618,8 +618,12 @@ def _load_ratio(poisson_z: float) -> pl.Expr:
     of the usual: two requests where one is usual is no surge."""
     usual = (pl.col("med_log_requests").exp() - 1).clip(0.5)
     requests = pl.col("requests").cast(pl.Float64)
-    surge = (requests - usual).abs() >= poisson_z * usual.clip(1.0).sqrt()
-    return pl.when(surge).then(requests / usual).otherwise(1.0).round(3)
+    return pl.when(_poisson_far(requests, usual, poisson_z)).then(requests / usual).otherwise(1.0).round(3)
+
+
+def _poisson_far(count: pl.Expr, expected: pl.Expr, z: float) -> pl.Expr:
+    """A count at least `z` Poisson standard deviations (sqrt of the expected count, at least 1) from it."""
+    return (count - expected).abs() >= z * expected.clip(1.0).sqrt()
 
 
 def _rate_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataFrame]:
@@ -722,7 +726,7 @@ def _log_rows(frame: pl.DataFrame, settings: DetectorSettings) -> list[pl.DataFr
             moved = pl.col(column) - pl.col(f"med{column}")
         far = moved.abs() >= math.log(ratio) if two_sided else moved >= math.log(ratio)
         if column == "_log_requests":
-            far = far & ((value - expected).abs() >= settings.traffic_poisson_z * expected.clip(1.0).sqrt())
+            far = far & _poisson_far(value, expected, settings.traffic_poisson_z)
         signed = z.abs() if two_sided else z
         scored = frame.with_columns(signed.alias("_z"), far.fill_null(False).alias("_far"))
         sustained = (pl.col("_z") >= settings.log_z_sustained * factor) & pl.col("_far")
