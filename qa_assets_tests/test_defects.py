@@ -479,6 +479,47 @@ def test_flaky_and_broken_ci_tests():
     assert flaky["severity"][0] == "S4" and flaky["operation"][0] == "CartTest::renders cart"
 
 
+def test_a_failing_test_joins_its_releases_first_incident_and_not_a_later_one():
+    tests = pl.DataFrame(
+        {
+            "service": "checkout",
+            "timestamp": [T0 + timedelta(minutes=m) for m in (10, 12)],
+            "status": "failed",
+            "name": "response matches consumer contract",
+            "classname": None,
+            "version": "3.1.0",
+            "message": "expected field 'amount' to be a number but got an object",
+        },
+        schema_overrides={"classname": pl.String},
+    )
+    deployments = pl.DataFrame(
+        {"service": ["checkout"], "version": ["3.1.0"], "timestamp": [T0 + timedelta(minutes=20)]}
+    )
+    onset = T0 + timedelta(minutes=25)
+    first = group(
+        anomaly_rows("frontend", onset, 15, signal="client_error_rate", value=0.2),
+        error_spans("frontend", onset, 15, exception=None, kind="CLIENT", peer="checkout", route=None),
+        tests=tests,
+        deployments=deployments,
+    )
+    incident = dict(zip(first["service"].to_list(), first["incident_id"].to_list(), strict=True))
+    assert incident["checkout"] == incident["frontend"]  # the consumer broken by the release
+    # Within the hour after the release, but in the next partition: another incident on the same caller.
+    later = T0 + timedelta(hours=1, minutes=10)
+    second = group(
+        anomaly_rows("frontend", later, 15, value=0.3),
+        error_spans("frontend", later, 15, exception="java.lang.NullPointerException", route="/cart"),
+        tests=tests,
+        deployments=deployments,
+        previous=first,
+        hour_end=T0 + timedelta(hours=2),
+    )
+    test_row = second.filter(pl.col("fingerprint").str.contains("|test:", literal=True))
+    new_row = second.filter(pl.col("first_seen") == later)
+    assert test_row["incident_id"][0] == incident["checkout"]
+    assert new_row.height == 1 and new_row["incident_id"][0] != incident["checkout"]
+
+
 def test_grouping_names_bad_input():
     with pytest.raises(grouping.GroupingInputError, match="defects.anomalies"):
         group(pl.DataFrame({"service": ["a"]}))

@@ -1006,8 +1006,12 @@ def _incidents(
     topo: _Topology,
     deployments: pl.DataFrame | None,
     settings: GroupingSettings,
+    linked_incidents: frozenset[str] = frozenset(),
 ) -> None:
-    """Set `incident_id` on every defect (connected components of related, overlapping defects)."""
+    """Set `incident_id` on every defect (connected components of related, overlapping defects).
+
+    `linked_incidents`: earlier partitions' incidents that already hold production defects; a failing test
+    of such an incident has found its release's incident and links to nothing later."""
     slack = timedelta(minutes=settings.link_slack_min)
     coincide = timedelta(minutes=settings.two_hop_onset_min)
     parent = list(range(len(defects)))
@@ -1061,6 +1065,8 @@ def _incidents(
     # tests that also passed are flaky, not a release's defect.
     for i, d in enumerate(defects):
         if d["kind"] != "test" or d["features"].get("test_flaky") or d["features"].get("test_timing"):
+            continue
+        if d.get("previous_incident_id") in linked_incidents:
             continue
         consumers = {d["service"], *topo.callers.get(d["service"], set())}
         for version in d.get("versions") or []:
@@ -1215,7 +1221,12 @@ def group_defects(
     candidates += _test_candidates(failed_tests, deployments)
     previous = _latest_previous(previous_defects, hour_start)
     defects = _continuity(candidates, previous, settings)
-    _incidents(defects, topo, deployments, settings)
+    linked = frozenset(
+        row["incident_id"]
+        for row in previous
+        if row.get("incident_id") and "|test:" not in (row["fingerprint"] or "")
+    )
+    _incidents(defects, topo, deployments, settings, linked)
 
     resolve_after = timedelta(minutes=settings.resolve_after_min)
     test_resolve = timedelta(minutes=settings.test_continue_gap_min)
