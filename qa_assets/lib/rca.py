@@ -811,22 +811,23 @@ def _changes_before(deployments: pl.DataFrame, service: str, onset: datetime, lo
         & (pl.col("timestamp") >= onset - lookback)
         & (pl.col("timestamp") <= onset + window)
     ).sort("timestamp", descending=True)
-    out = []
-    for r in rows.iter_rows(named=True):
-        minutes = (onset - r["timestamp"]).total_seconds() / 60.0
-        out.append({
-            "change_id": r["event_id"],
-            "service": service,
-            "event_type": r.get("event_type"),
-            "change_kind": r.get("change_kind"),
-            "version": r.get("version"),
-            "previous_version": r.get("previous_version"),
-            "commit": r.get("commit"),
-            "changed_files": list(r.get("changed_files") or []),
-            "timestamp": _iso(r["timestamp"]),
-            "minutes_before_onset": round(minutes, 2),
-        })
-    return out
+    return [_change(r, onset) for r in rows.iter_rows(named=True)]
+
+
+def _change(row: dict[str, Any], onset: datetime) -> dict[str, Any]:
+    """A raw.deployments row as a change a candidate can carry."""
+    return {
+        "change_id": row["event_id"],
+        "service": row["service"],
+        "event_type": row.get("event_type"),
+        "change_kind": row.get("change_kind"),
+        "version": row.get("version"),
+        "previous_version": row.get("previous_version"),
+        "commit": row.get("commit"),
+        "changed_files": list(row.get("changed_files") or []),
+        "timestamp": _iso(row["timestamp"]),
+        "minutes_before_onset": round((onset - row["timestamp"]).total_seconds() / 60.0, 2),
+    }
 
 
 def _relevance(minutes_before: float, half_life: float) -> float:
@@ -1191,6 +1192,13 @@ def _rank_for_defect(defect: dict[str, Any], analysis: IncidentAnalysis, deploym
     service = defect.get("service")
     topo = analysis.topology
     pool = analysis.candidates
+    if service and "|test:" in (defect.get("fingerprint") or ""):
+        # A failing CI test names its cause: the code (or config) of the versions it tested, whatever
+        # else was going on in production; the incident's other candidates follow as context.
+        own = _tested_build(defect, deployments)
+        others = [c for c in pool.values() if c.service != service and c.score > 0]
+        others.sort(key=lambda c: (-c.score, c.onset or datetime.max, c.service))
+        return [own, *others][:max_candidates]
     if service and service in topo.node_type and (topo.deps.get(service) or topo.callers.get(service)):
         related = {service} | topo.descendants(service) | topo.ancestors(service)
         chosen = [c for name, c in pool.items() if name in related]
@@ -1212,6 +1220,27 @@ def _rank_for_defect(defect: dict[str, Any], analysis: IncidentAnalysis, deploym
                             considered[:5], defect["first_seen"], [], 0.0, 0.0, 0.0)]
     chosen.sort(key=lambda c: (-c.score, c.onset or datetime.max, c.service))
     return chosen[:max_candidates]
+
+
+def _tested_build(defect: dict[str, Any], deployments: pl.DataFrame) -> Candidate:
+    """The candidate of a failing CI test: its service, blaming the first deployment of a version the
+    test failed on (before or after the CI run: CI usually runs before the deploy). A version never
+    deployed is a change that has not shipped: a code change with no change id to name."""
+    service, onset = defect["service"], defect["first_seen"]
+    try:
+        versions = orjson.loads(defect.get("evidence") or "{}").get("versions") or []
+    except orjson.JSONDecodeError:
+        versions = []
+    builds = deployments.filter(
+        (pl.col("service") == service) & pl.col("version").is_in([str(v) for v in versions])
+    ).sort("timestamp")
+    change = _change(builds.row(0, named=True), onset) if builds.height else None
+    features = {"graph_rank": 0.0, "local_root": 1.0, "change": 1.0 if change else 0.0, "onset": 1.0,
+                "magnitude": 0.0}
+    kind = "config_change" if change and (change.get("change_kind") or "") == "config" else "code_change"
+    return Candidate(service, features, sum(WEIGHTS[k] * v for k, v in features.items()), kind,
+                     {**change, "relevance": 1.0} if change else None, [change] if change else [], onset, [],
+                     0.0, 0.0, 0.0)
 
 
 # ------------------------------------------------------------------------------------- evidence
