@@ -398,6 +398,46 @@ def test_names_service_matches_words_not_fragments():
     assert not rca.names_service("the cart is empty", "cart-redis")
 
 
+def test_a_failing_ci_test_blames_the_build_it_tested_not_what_was_failing_in_production():
+    graph = make_graph([("web", "cart"), ("cart", "cart-db")], datastores=("cart-db",))
+    windows = make_windows({"web": {"client_calls": 100}, "cart": {"client_calls": 100}})
+    # production: cart-db is failing at the same time as CI runs cart's tests
+    anomalies = anomalies_frame(anomaly("cart", "client_errors", 0, 20, score=12),
+                                anomaly("web", "error_rate", 0, 20, score=8))
+    deploys = deployments(("chg-cart", "cart", 25, "code")).with_columns(pl.lit("2.1.0").alias("version"))
+    test = defect("D-test", "cart", start=2, end=4, fingerprint="cart|test:CartTest::totals|CartTest::totals",
+                  defect_type="flaky_test", evidence=json.dumps({"versions": ["2.1.0"]}))
+    production = defect("D-prod", "cart")
+    result = rank([production, test], windows=windows, anomalies=anomalies, graph=graph, deploys=deploys)
+    best = top(result, "D-test")
+    # the deployment of the tested version (after the CI run) is the change; production stays as context
+    assert (best["service"], best["cause_kind"], best["change_id"]) == ("cart", "code_change", "chg-cart")
+    assert "cart-db" in result.filter(pl.col("defect_id") == "D-test")["service"].to_list()
+    assert top(result, "D-prod")["service"] == "cart-db"
+    # a version never deployed: the code under test is still the cause, with no change id to name
+    unshipped = rank([{**test, "evidence": json.dumps({"versions": ["9.9.9"]})}], windows=windows,
+                     anomalies=anomalies, graph=graph, deploys=deploys)
+    assert (top(unshipped, "D-test")["service"], top(unshipped, "D-test")["change_id"]) == ("cart", None)
+
+
+def test_baselines_rank_by_their_own_rules():
+    from qa_assets.evaluation import rca_baselines
+
+    # cart's error rate jumps at T0; web's latency doubles; search stays flat
+    windows = make_windows({
+        "web": {"changes": [(0, "latency_p95_ms", 80.0)]},
+        "cart": {"changes": [(0, "error_rate", 0.3)]},
+        "search": {},
+    })
+    assert rca_baselines.naive_ranking(windows, T0)[:2] == ["cart", "web"]
+    baro = rca_baselines.baro_ranking(windows, T0 + timedelta(minutes=2))
+    assert baro[0] == "cart" and baro[-1] == "search"
+    # the change point is found at the shift, not told
+    series = np.r_[np.zeros(30), np.full(10, 5.0)][:, None] + np.random.default_rng(1).normal(0, 0.3, (40, 1))
+    assert rca_baselines._change_point(series) == 30
+    assert rca_baselines.naive_ranking(windows, T0 + timedelta(days=1)) == []
+
+
 def _truth(faults: list[dict], edges: list[tuple[str, str]]) -> dict:
     iso = lambda m: (T0 + timedelta(minutes=m)).isoformat() + "Z"  # noqa: E731
     return {

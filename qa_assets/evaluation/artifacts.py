@@ -300,7 +300,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hours", type=float, default=4.0, help="simulated hours (default: %(default)s)")
     parser.add_argument("--scale", default="small", help="simulator scale (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="simulator seed (default: %(default)s)")
-    parser.add_argument("--seeds", type=_seed_list, default=None,
+    parser.add_argument("--seeds", type=seed_list, default=None,
                         help="several simulator seeds, comma-separated (e.g. 0,1,2): each is simulated and "
                              "validated, then the share over all their faults is printed")
     parser.add_argument("--faults", default="all",
@@ -313,7 +313,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
-def _seed_list(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:

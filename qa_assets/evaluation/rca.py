@@ -16,7 +16,9 @@ was going on then), and it is judged against the fault's root service and trigge
 - calibration of the confidence (Brier score, expected calibration error), with the label-free mapping
   and with ``calibrate`` fitted on the other half of the runs (two folds by run);
 - baselines in the same run: the most recent deployment before the onset (what "suspect commit"
-  features do), and rankings by one feature alone (anomaly magnitude, onset order, random walk).
+  features do); the naive "service whose own errors or latency rose most, told the fault time" and a
+  BARO-style multi-metric change point with robust scores (``rca_baselines``), overall and per fault
+  kind; and rankings by one feature alone (anomaly magnitude, onset order, random walk).
 
 Published anchors, for orientation (other systems, other data): Nezha 0.87 / 0.98 top-1 / top-3 on
 Train-Ticket; BARO about 0.8 Avg@5.
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from qa_assets.evaluation import rca_baselines
 from qa_assets.lib import rca
 
 PUBLISHED = {"Nezha (Train-Ticket)": {"top1": 0.87, "top3": 0.98}, "BARO": {"avg5": 0.8}}
@@ -141,6 +144,8 @@ class Judged:
     ranked_confidence: list[float]
     features: list[dict[str, float]]
     recent_change: str | None  # the "most recent deployment" baseline's suspect
+    naive_services: list[str] = field(default_factory=list)  # baselines (rca_baselines), primary defects only
+    baro_services: list[str] = field(default_factory=list)
 
 
 def _match(defects: pl.DataFrame, truth: dict[str, Any]) -> dict[str, tuple[dict[str, Any] | None, dict | None]]:
@@ -192,13 +197,15 @@ def judge_run(name: str, inputs: RunInputs, truth: dict[str, Any], *, max_candid
         recent = deployments.filter(
             (pl.col("timestamp") <= d["first_seen"]) & (pl.col("timestamp") >= d["first_seen"] - lookback)
         )
+        primary = bool(fault and first_defect.get(fault["fault_id"], (None, None, None))[2] == defect_id)
+        baselines = primary and fault["fault_id"] in production
         judged.append(Judged(
             run=name,
             fault_id=fault["fault_id"] if fault else None,
             fault_kind=fault["kind"] if fault else None,
             production=bool(fault and fault["fault_id"] in production),
             decoy_kind=decoy.get("kind") if decoy else None,
-            primary=bool(fault and first_defect.get(fault["fault_id"], (None, None, None))[2] == defect_id),
+            primary=primary,
             root_service=fault["root_service"] if fault else None,
             change_id=fault.get("change_id") if fault else None,
             cause_kind=fault.get("cause_kind") if fault else None,
@@ -209,6 +216,8 @@ def judge_run(name: str, inputs: RunInputs, truth: dict[str, Any], *, max_candid
             ranked_confidence=rows["confidence"].to_list(),
             features=[json.loads(e)["features"] for e in rows["evidence"].to_list()],
             recent_change=recent["event_id"][-1] if recent.height else None,
+            naive_services=(rca_baselines.naive_ranking(inputs.windows, _ts(fault["start"])) if baselines else []),
+            baro_services=(rca_baselines.baro_ranking(inputs.windows, d["first_seen"]) if baselines else []),
         ))
     detected = {j.fault_id for j in judged if j.production}
     missed = sum(1 for f in faults if f["fault_id"] not in detected)
@@ -236,6 +245,14 @@ def _calibration(confidence: np.ndarray, labels: np.ndarray, bins: int = 10) -> 
         if mask.any():
             ece += mask.mean() * abs(confidence[mask].mean() - labels[mask].mean())
     return {"brier": round(brier, 4), "ece": round(float(ece), 4), "n": int(confidence.size)}
+
+
+# Rankings of the same defects by the baselines (rca_baselines): the naive "largest own rise, told the
+# fault time" and the BARO-style change point + robust scores. The random walk alone is an ablation.
+BASELINES: dict[str, Callable[[Judged], list[str]]] = {
+    "naive": lambda j: j.naive_services,
+    "BARO-style": lambda j: j.baro_services,
+}
 
 
 def summarize(judged: list[Judged], missed: int, runs: list[str], *, top_k: int = 5) -> dict[str, Any]:
@@ -292,6 +309,12 @@ def summarize(judged: list[Judged], missed: int, runs: list[str], *, top_k: int 
                   "top3": accuracy(primary, 3, lambda j, f=feature: _rank_by(j, f))}
         for feature in ("graph_rank", "local_root", "onset", "magnitude")
     }
+    metrics["baselines"] = {
+        name: {"top1": accuracy(primary, 1, ranking), "top3": accuracy(primary, 3, ranking),
+               "avg5": float(np.mean([accuracy(primary, k, ranking) for k in range(1, top_k + 1)])) if n
+               else float("nan")}
+        for name, ranking in BASELINES.items()
+    }
     surge = [j for j in judged if not j.fault_id and j.decoy_kind == "traffic_surge"]
     metrics["surge_defects"] = len(surge)
     metrics["surge_ranked_as_traffic"] = (
@@ -310,6 +333,9 @@ def summarize(judged: list[Judged], missed: int, runs: list[str], *, top_k: int 
             "change_top1": (sum(j.ranked_changes[:1] == [j.change_id] for j in with_change) / len(with_change)
                             if with_change else None),
             "cause_kind_top1": (sum(j.ranked_kinds[:1] == [j.cause_kind] for j in items) / len(items)),
+            # the baselines read production windows around a production onset: CI-only faults have none
+            "baselines_top1": {name: accuracy([j for j in items if j.production], 1, ranking)
+                               for name, ranking in BASELINES.items()},
         }
     metrics["per_fault_kind"] = per_kind
     # calibration: every listed candidate of matched first defects, label = it is the root service
@@ -425,14 +451,25 @@ def print_report(metrics: dict[str, Any], file=None) -> None:
          f"{metrics.get('unmatched_defects_blaming_a_change')} of {metrics['defects'] - metrics['defects_matched']} "
          f"defects matching no fault blame a change; {metrics.get('surge_defects')} defects on traffic surges")
     line()
+    line(f"{'root service, same defects':<36} {'top-1':>7} {'top-3':>7} {'Avg@5':>7}")
+    line(f"  {'qa-assets':<34} {_fmt(metrics['root_top1']):>7} {_fmt(metrics['root_top3']):>7} "
+         f"{_fmt(metrics['root_avg5']):>7}")
+    for name, values in metrics["baselines"].items():
+        line(f"  {name:<34} {_fmt(values['top1']):>7} {_fmt(values['top3']):>7} {_fmt(values['avg5']):>7}")
+    line()
     line("single-feature rankings (ablations)   top-1   top-3")
     for feature, values in metrics["ablations"].items():
         line(f"  {feature:<34} {_fmt(values['top1']):>7} {_fmt(values['top3']):>7}")
     line()
-    line(f"{'fault kind':<24} {'faults':>6} {'top-1':>6} {'top-3':>6} {'change@1':>8} {'kind@1':>7}")
+    names = list(metrics["baselines"])
+    line(f"{'fault kind':<24} {'faults':>6} {'top-1':>6} {'top-3':>6} {'change@1':>8} {'kind@1':>7}"
+         + "".join(f" {name + ' top-1':>16}" for name in names))
     for kind, values in metrics["per_fault_kind"].items():
         line(f"{kind:<24} {values['faults']:>6} {_fmt(values['top1']):>6} {_fmt(values['top3']):>6} "
-             f"{_fmt(values['change_top1']):>8} {_fmt(values['cause_kind_top1']):>7}")
+             f"{_fmt(values['change_top1']):>8} {_fmt(values['cause_kind_top1']):>7}"
+             + "".join(f" {_fmt(values['baselines_top1'][name]):>16}" for name in names))
+    line("(naive: told the fault time, names the service whose own error rate or p95 rose most; "
+         "BARO-style: change point + robust scores over every metric; both on production faults only)")
     line()
     default, fitted = metrics["calibration_default"], metrics["calibration_fitted_2fold"]
     line(f"confidence calibration (top-5 candidates, n={default['n']}): label-free mapping Brier "
@@ -469,9 +506,11 @@ def simulate_runs(workdir: Path, topologies: Sequence[str], seeds: Sequence[int]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from qa_assets.evaluation.artifacts import seed_list
+
     parser.add_argument("--topologies", default="shop,bank,random:14",
                         help="comma-separated simulator topologies (default: %(default)s)")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: %(default)s)")
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated seeds (default: 0,1,2)")
     parser.add_argument("--hours", type=float, default=3.0, help="simulated hours per run (default: %(default)s)")
     parser.add_argument("--scale", default="small", help="simulator scale (default: %(default)s)")
     parser.add_argument("--faults", default="random",
@@ -499,7 +538,7 @@ def main(args: argparse.Namespace) -> int:
             metrics = evaluate(runs, defects_source=args.defects, progress=progress)
         else:
             topologies = [t.strip() for t in args.topologies.split(",") if t.strip()]
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+            seeds = args.seeds
             with tempfile.TemporaryDirectory(prefix="qa-assets-rca-") as scratch:
                 workdir = args.workdir or Path(scratch)
                 runs = simulate_runs(workdir, topologies, seeds, hours=args.hours, scale=args.scale,
