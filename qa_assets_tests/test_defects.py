@@ -693,6 +693,43 @@ def test_evaluation_on_a_small_simulated_run(tmp_path):
     assert "detection_recall" in report and "F01" in report
 
 
+def test_figures_over_several_runs_pool_faults_pairs_and_types():
+    from qa_assets.evaluation import defects as evaluation
+
+    def fault(kind, truth, predicted, detected=True):
+        return {"kind": kind, "truth_type": truth, "root_defect_type": predicted, "detected": detected}
+
+    run_a = {"faults": 3, "faults_detected": 3, "defects": 6, "defects_matched": 6,
+             "grouping_pairs_predicted": 4, "grouping_pairs_true": 5, "grouping_pairs_both": 4,
+             "per_fault": [fault("bad_deploy", "error_spike", "new_exception"),
+                           fault("memory_leak", "resource_exhaustion", "resource_exhaustion"),
+                           fault("latency_regression", "latency_regression", "error_spike")]}
+    run_b = {"faults": 2, "faults_detected": 1, "defects": 4, "defects_matched": 3,
+             "grouping_pairs_predicted": 6, "grouping_pairs_true": 3, "grouping_pairs_both": 3,
+             "per_fault": [fault("bad_deploy", "error_spike", "error_spike"),
+                           fault("crash_loop", "availability", None, detected=False)]}
+    clean = [{"defects": 1, "hours": 6.0, "false_positives": []}, {"defects": 0, "hours": 6.0, "false_positives": []}]
+    pooled = evaluation.pooled_figures([run_a, run_b], clean)
+    assert pooled["detection_recall"] == 0.8 and pooled["detection_precision"] == 0.9
+    assert pooled["grouping_pairwise_precision"] == 0.7 and pooled["grouping_pairwise_recall"] == 0.875
+    # error_spike: 2 right (new_exception is its family), 1 latency fault typed error_spike -> F1 0.8;
+    # resource 1.0; latency 0 (typed wrong); availability 0 (missed)
+    assert pooled["type_f1"] == {"availability": 0.0, "error_spike": 0.8, "latency_regression": 0.0,
+                                 "resource_exhaustion": 1.0}
+    assert pooled["type_macro_f1"] == 0.45
+    assert pooled["recall_per_kind"]["bad_deploy"] == [2, 2] and pooled["recall_per_kind"]["crash_loop"] == [0, 1]
+    assert pooled["false_defects_per_clean_day"] == 2.0
+    report = evaluation.format_pooled(pooled)
+    assert "detection_recall" in report and "NOT met" in report
+
+
+def test_evaluate_defects_refuses_seeds_with_a_landing(capsys):
+    from qa_assets.evaluation import defects as evaluation
+
+    assert evaluation.main(["--seeds", "0,1", "--landing", "somewhere"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ low traffic
 
 
