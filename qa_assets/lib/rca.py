@@ -25,6 +25,10 @@ share the analysis), in five steps:
    anomaly further. It is one feature, not the verdict.
 4. **Score.** A weighted sum of generic features in [0, 1] (``WEIGHTS`` says why each weight).
 5. **Cause kind and change** from the evidence; confidence from a calibrator (``calibrate``).
+
+A defect of a failing CI test is the exception: the test names its cause, the build it tested. Its first
+candidate is its own service with the deployment of the failing version (``_tested_build``); the
+incident's other candidates follow as context, whatever their scores.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.0.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.1.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
