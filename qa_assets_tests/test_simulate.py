@@ -20,7 +20,7 @@ from qa_assets.lib.log_format import split_log_lines
 from qa_assets.simulate import FaultSpec, simulate
 from qa_assets.simulate import errors as E
 from qa_assets.simulate.deployments import schedule_changes
-from qa_assets.simulate.faults import FAULT_KINDS, plan_scenario, scenario_items
+from qa_assets.simulate.faults import FAULT_KINDS, plan_scenario, scenario_items, served_endpoints
 from qa_assets.simulate.identifiers import luhn_numbers, luhn_valid
 from qa_assets.simulate.logs import write_sample_log
 from qa_assets.simulate.simulator import DEFAULT_START, SimulationError
@@ -392,6 +392,20 @@ def test_random_topologies_are_layered_and_valid() -> None:
         trees = build_trees(topology)
         reached = {int(t.service[j]) for t in trees for j in range(t.size)}
         assert len(reached) == len(topology.workloads)
+
+
+def test_faults_on_one_route_pick_a_route_requests_reach() -> None:
+    for seed in range(4):
+        topology = random_topology(14, seed)
+        served = served_endpoints(topology)
+        # every entry endpoint is served, and a few endpoints nobody calls exist to be avoided
+        assert all(e.key in served[topology.entry] for e in topology.service(topology.entry).endpoints if e.weight)
+        rng = np.random.default_rng(seed)
+        specs = [FaultSpec(kind) for kind in ("bad_deploy", "config_error", "validation_regression")] * 3
+        plan = plan_scenario(specs, topology, 24 * 60, rng)
+        routed = [f for f in plan.faults if f.routes]
+        assert routed
+        assert all(set(f.routes) <= served[f.service] for f in routed)
 
 
 def test_card_numbers_pass_luhn() -> None:

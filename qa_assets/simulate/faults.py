@@ -378,6 +378,25 @@ def candidates(topology: Topology, role: str) -> list[Service]:
     raise ScenarioError(f"unknown target role {role!r}")
 
 
+def served_endpoints(topology: Topology) -> dict[str, set[str]]:
+    """Per service, the endpoint keys requests reach: the entry's weighted endpoints and every endpoint
+    called from one that is reached."""
+    by_name = {s.name: s for s in topology.services}
+    entry = by_name[topology.entry]
+    frontier = [(entry, e) for e in entry.endpoints if e.weight > 0]
+    served: dict[str, set[str]] = {entry.name: {e.key for _, e in frontier}}
+    while frontier:
+        service, endpoint = frontier.pop()
+        for call in endpoint.calls:
+            callee = by_name.get(call.callee)
+            if callee is None or callee.is_datastore or not call.endpoint:
+                continue
+            if call.endpoint not in served.setdefault(callee.name, set()):
+                served[callee.name].add(call.endpoint)
+                frontier.append((callee, callee.endpoint(call.endpoint)))
+    return served
+
+
 def _pick_routes(
     kind: FaultKind, service: Service, topology: Topology, rng: np.random.Generator, params: dict[str, Any]
 ) -> tuple[str, ...]:
@@ -385,8 +404,12 @@ def _pick_routes(
     keys = [e.key for e in service.endpoints]
     if scope == "all" or not keys:
         return ()
+    # A fault on an endpoint no request reaches changes nothing anyone could observe.
+    served = served_endpoints(topology).get(service.name, set())
+    keys = [k for k in keys if k in served] or keys
     if scope == "write":
-        writes = [e.key for e in service.endpoints if e.method in ("POST", "PUT", "DELETE")] or keys
+        writes = [e.key for e in service.endpoints if e.method in ("POST", "PUT", "DELETE") and e.key in keys]
+        writes = writes or keys
         return (writes[int(rng.integers(len(writes)))],)
     if kind.effect.get("type") == "contract":
         # a contract break matters only on endpoints that instrumented services call
