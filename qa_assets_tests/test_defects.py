@@ -723,6 +723,28 @@ def test_figures_over_several_runs_pool_faults_pairs_and_types():
     assert "detection_recall" in report and "NOT met" in report
 
 
+def test_a_fault_whose_root_shows_no_defect_is_typed_by_its_first_defect():
+    from qa_assets.evaluation import defects as evaluation
+
+    def row(defect_id, service, minute, defect_type, errors=10):
+        return {"defect_id": defect_id, "fingerprint": f"{service}|boom|*", "service": service,
+                "first_seen": T0 + timedelta(minutes=minute), "last_seen": T0 + timedelta(minutes=minute + 10),
+                "incident_id": "inc-1", "error_count": errors, "defect_type": defect_type, "severity": "S3",
+                "operation": None}
+
+    truth = {
+        "topology": {"edges": [{"caller": "web", "callee": "api"}, {"caller": "api", "callee": "catalog"}]},
+        "faults": [{"fault_id": "F1", "kind": "contract_break", "root_service": "catalog",
+                    "affected_services": ["api", "web"], "defect_type": "data_validation",
+                    "start": (T0 + timedelta(minutes=1)).isoformat(), "end": (T0 + timedelta(minutes=20)).isoformat()}],
+        "decoys": [],
+    }
+    # the changed contract fails the callers only: api first (validation), web a minute later (more errors)
+    defects = pl.DataFrame([row("d1", "api", 2, "data_validation"), row("d2", "web", 3, "dependency_failure", 40)])
+    fault = evaluation.evaluate_run(defects, truth)["per_fault"][0]
+    assert fault["detected"] and fault["root_defect_type"] == "data_validation" and fault["type_ok"]
+
+
 def test_evaluate_defects_refuses_seeds_with_a_landing(capsys):
     from qa_assets.evaluation import defects as evaluation
 

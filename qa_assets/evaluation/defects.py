@@ -12,8 +12,10 @@ hour is baselined on itself); anomalies; defects grouped with the previous hours
   against it); incident precision likewise per incident.
 - **grouping**: pairwise precision and recall of `incident_id` against the fault each defect matched
   (unmatched defects are singletons of their own).
-- **type**: the type of the fault's defect on its root service against the fault's defect type
-  (`new_exception` counts as the `error_spike` family, as the issue groups them).
+- **type**: the type of the fault's first defect on its root service (where the root has no defect of its
+  own, as when a changed response contract fails only its callers: the fault's first production defect)
+  against the fault's defect type (`new_exception` counts as the `error_spike` family, as the issue
+  groups them).
 
 `python -m qa_assets.evaluation.defects --simulate DIR` simulates a run first; `--landing DIR
 --ground-truth FILE` evaluates an existing one. `--seeds 0,1,2` evaluates every topology of `--topologies`
@@ -323,13 +325,17 @@ def evaluate_run(defects: pl.DataFrame, truth: dict[str, Any]) -> dict[str, Any]
     per_fault = []
     typed = correct = 0
     for f in faults:
-        mine = matched.filter(pl.col("fault_id") == f["fault_id"])
-        # the production defect on the root service when there is one (a CI failure only otherwise)
-        root = (
-            mine.filter(pl.col("service") == f["root_service"])
-            .with_columns(pl.col("fingerprint").str.contains("|test:", literal=True).alias("_ci"))
-            .sort(["_ci", "error_count"], descending=[False, True])
+        mine = matched.filter(pl.col("fault_id") == f["fault_id"]).with_columns(
+            pl.col("fingerprint").str.contains("|test:", literal=True).alias("_ci")
         )
+        # the first production defect on the root service when there is one (a CI failure only
+        # otherwise), the one a person sees first; a root with no defect of its own (a changed response
+        # contract fails only its callers): the fault's first production defect
+        root = mine.filter(pl.col("service") == f["root_service"]).sort(
+            ["_ci", "first_seen", "error_count"], descending=[False, False, True]
+        )
+        if root.height == 0:
+            root = mine.filter(~pl.col("_ci")).sort(["first_seen", "error_count"], descending=[False, True])
         row = root.row(0, named=True) if root.height else None
         predicted = row["defect_type"] if row else None
         ok = None
