@@ -286,6 +286,27 @@ def test_memory_saturation_is_resource_exhaustion():
     assert json.loads(best["evidence"])["memory_ratio"] > 1.3
 
 
+def test_a_crash_loop_is_not_explained_by_a_dependency_blip_just_before_it():
+    graph = make_graph([("web", "payments"), ("payments", "accounts")])
+    windows = make_windows({"web": {"client_calls": 100}, "payments": {"client_calls": 100}, "accounts": {}})
+    anomalies = anomalies_frame(
+        anomaly("accounts", "latency_p50_ms", -4, -2, value=60, expected=20, score=7),  # a blip, over before
+        anomaly("payments", "restarts", 0, 15, value=2, expected=0, score=9),  # crash-looping ...
+        anomaly("payments", "log_error", 0, 15, score=5),  # ... with error lines as it goes down
+    )
+    deploys = deployments(("chg-pay", "payments", -1, "code"), ("chg-acc", "accounts", -15, "config"))
+    result = rank([defect("D1", "payments")], windows=windows, anomalies=anomalies, graph=graph, deploys=deploys)
+    best = top(result, "D1")
+    assert (best["service"], best["change_id"]) == ("payments", "chg-pay")
+    # the same blip lasting into the crash loop would be a suspect
+    lasting = anomalies_frame(
+        anomaly("accounts", "latency_p50_ms", -4, 15, value=60, expected=20, score=7),
+        anomaly("payments", "log_error", 0, 15, score=5),
+    )
+    result = rank([defect("D1", "payments")], windows=windows, anomalies=lasting, graph=graph, deploys=deploys)
+    assert top(result, "D1")["service"] == "accounts"
+
+
 def test_error_text_naming_a_freshly_deployed_dependency_moves_the_blame():
     # the callee stays healthy (it answers 200 with a changed contract); its caller fails to read it
     graph = make_graph([("storefront", "pricing"), ("storefront", "stock")])

@@ -14,8 +14,10 @@ share the analysis), in five steps:
    calls, a traffic rise and memory growth or restarts, each against the service's own baseline over
    ``lookback``. The defects themselves count as (weak) symptoms of their services.
 2. **Implication.** For each anomalous service, which neighbour explains its anomaly:
-   a dependency whose own anomaly started no later (the healthy-dependency rule: callers of a failing
-   dependency are symptoms, a service whose dependencies are healthy is a root); a dependency that its
+   a dependency whose own anomaly started no later and had not ended before the service's began (the
+   healthy-dependency rule: callers of a failing dependency are symptoms, a service whose dependencies are
+   healthy is a root), for the part of the service's symptom a dependency can cause (errors, latency,
+   failing calls; restarts and memory or CPU filling up are the service's own); a dependency that its
    new error messages name; a dependency without telemetry of its own (a blind spot, known from callers'
    client spans or the catalog's ``dependsOn``) while the service's outgoing calls fail; a dependency
    changed shortly before the service's onset; an upstream service whose traffic surged (load is not a
@@ -74,7 +76,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.1.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.2.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -381,13 +383,17 @@ def signal_family(signal: str | None, detector: str | None = None) -> str:
 class _Family:
     strength: float = 0.0
     onset: datetime | None = None
+    last: datetime | None = None  # the last anomalous window
 
-    def merge(self, strength: float, onset: datetime | None) -> None:
+    def merge(self, strength: float, onset: datetime | None, last: datetime | None = None) -> None:
         if strength <= 0:
             return
         self.strength = max(self.strength, min(1.0, strength))
         if onset is not None and (self.onset is None or onset < self.onset):
             self.onset = onset
+        last = last or onset
+        if last is not None and (self.last is None or last > self.last):
+            self.last = last
 
 
 @dataclass
@@ -422,6 +428,13 @@ class ServiceState:
     @property
     def onset(self) -> datetime | None:
         return _earliest(f.onset for f in self.families.values() if f.strength > 0)
+
+    @property
+    def failing_until(self) -> datetime | None:
+        """The last window with an own or outgoing-call anomaly."""
+        lasts = [self.families[f].last for f in (*OWN_FAMILIES, "client") if self.families[f].strength > 0]
+        present = [v for v in lasts if v is not None]
+        return max(present) if present else None
 
 
 _SATURATION_WORDS = ("memory", "heap", "oom", "disk", "cpu", "saturation")
@@ -486,6 +499,7 @@ def _states_from_anomalies(
         .group_by("service", "signal", "detector", maintain_order=True)
         .agg(
             pl.col("window_start").min().alias("first_at"),
+            pl.col("window_start").max().alias("last_at"),
             pl.col("window_start").filter(pl.col("_sustained")).min().alias("sustained_at"),
             pl.col("window_start").first().alias("peak_at"),
             pl.col("score").first().alias("score"),
@@ -513,7 +527,7 @@ def _states_from_anomalies(
         chronic = min(1.0, float(r["prior_windows"] or 0) / prior_windows)
         strength = (score / (score + scale) if score > 0 else 0.0) * persistence * (1.0 - chronic)
         if family in state.families:
-            state.families[family].merge(strength, r["onset"])
+            state.families[family].merge(strength, r["onset"], r["last_at"])
         if family == "resource" and rising and _is_saturation(r["signal"]):
             state.saturation.merge(strength, r["onset"])
         state.signals.append({
@@ -591,7 +605,7 @@ def _window_evidence(
                 )
                 onset = hits["window_start"].min() if hits.height else None
                 strength = excess / (excess + 0.05)
-                state.families["client"].merge(strength, onset)
+                state.families["client"].merge(strength, onset, hits["window_start"].max() if hits.height else None)
                 state.signals.append({
                     "service": name, "signal": "client_errors", "detector": "windows", "family": "client",
                     "onset": _iso(onset), "value": _round(rate_d), "expected": _round(rate_b),
@@ -627,7 +641,7 @@ def _window_evidence(
                 hits = rows.filter(pl.col("_mem_smooth") >= 1.3 * float(mem_base))
                 onset = hits["window_start"].min() if hits.height else None
                 strength = min(1.0, (ratio - 1.0) / 1.0)
-                state.families["resource"].merge(strength, onset)
+                state.families["resource"].merge(strength, onset, hits["window_start"].max() if hits.height else None)
                 state.saturation.merge(strength, onset)
                 state.signals.append({
                     "service": name, "signal": "memory_bytes", "detector": "windows", "family": "resource",
@@ -643,7 +657,7 @@ def _window_evidence(
             hits = rows.filter(pl.col("restarts").fill_null(0) > 0)
             onset = hits["window_start"].min() if hits.height else None
             strength = restarts_d / (restarts_d + 2.0)
-            state.families["resource"].merge(strength, onset)
+            state.families["resource"].merge(strength, onset, hits["window_start"].max() if hits.height else None)
             state.signals.append({
                 "service": name, "signal": "restarts", "detector": "windows", "family": "resource",
                 "onset": _iso(onset), "value": float(restarts_d), "expected": _round(expected_restarts),
@@ -763,7 +777,7 @@ def _seed_defects(states: dict[str, ServiceState], defects: pl.DataFrame, start:
         family = _DEFECT_FAMILY.get(str(r.get("defect_type") or ""), "errors")
         # the detectors' onset wins: a defect may open on a stray window before its anomaly takes hold
         onset = None if state.onset is not None else r["first_seen"]
-        state.families[family].merge(DEFECT_STRENGTH, onset)
+        state.families[family].merge(DEFECT_STRENGTH, onset, r.get("last_seen"))
         state.signals.append({
             "service": service, "signal": r.get("defect_type") or "defect", "detector": "defect",
             "family": family, "onset": _iso(r["first_seen"]), "value": None, "expected": None,
@@ -883,6 +897,11 @@ def analyse_incident(
             change_cache[key] = _changes_before(deployments, service, onset, lookback, window)
         return change_cache[key]
 
+    def still_failing(dep: ServiceState, onset: datetime) -> bool:
+        # a dependency whose anomaly was over before the caller's began does not explain it
+        until = dep.failing_until
+        return until is None or until >= onset - 2 * tolerance
+
     traffic_origins: dict[str, float] = {}
     for name, state in states.items():
         surge = state.families["traffic"]
@@ -908,15 +927,18 @@ def analyse_incident(
         own_changes = changes(name, onset)
         own_relevance = max((_relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) for c in own_changes),
                             default=0.0)
+        propagated = max(state.families[f].strength for f in ("errors", "latency", "client"))
+        propagated_share = min(1.0, propagated / max(symptom, 1e-6))
         dep_anomalous = any(
             states.get(d) is not None and states[d].failing > 0 and states[d].onset is not None
-            and states[d].onset <= onset + tolerance for d in deps)
+            and states[d].onset <= onset + tolerance and still_failing(states[d], onset) for d in deps)
         for dep in deps:
             dep_state = states.get(dep)
             if dep_state is not None and dep_state.failing > 0 and dep_state.onset is not None \
-                    and dep_state.onset <= onset + tolerance:
-                # a dependency failing at least as clearly as the caller explains the caller fully
-                strength = min(1.0, dep_state.failing / max(symptom, 1e-6))
+                    and dep_state.onset <= onset + tolerance and still_failing(dep_state, onset):
+                # a dependency failing at least as clearly as the caller explains the caller fully, as far
+                # as a dependency can: restarts and memory or CPU filling up are the caller's own
+                strength = min(1.0, dep_state.failing / max(symptom, 1e-6)) * propagated_share
                 implications.append(_Implication(name, dep, strength, "dependency_anomaly",
                                                  f"{dep} anomalous from {_iso(dep_state.onset)}"))
             named = next((t for t in state.texts if names_service(t, dep)), None)
