@@ -519,3 +519,16 @@ def test_evaluation_on_a_small_simulated_run(tmp_path):
     text = __import__("io").StringIO()
     evaluation.print_report(metrics, file=text)
     assert "root service top-1" in text.getvalue()
+
+
+def test_a_contract_change_behind_a_healthy_proxy_is_a_suspect():
+    graph = make_graph([("web", "gateway"), ("gateway", "pricing"), ("gateway", "search")])
+    windows = make_windows({"web": {"client_calls": 100}, "gateway": {"client_calls": 100}, "pricing": {},
+                            "search": {}})
+    # only web fails: pricing answers in a shape web no longer reads, gateway passes it through untouched
+    anomalies = anomalies_frame(anomaly("web", "error_rate", 0, 20, score=9))
+    deploys = deployments(("chg-pricing", "pricing", -3, "code"), ("chg-old", "search", -45, "code"))
+    result = rank([defect("D1", "web")], windows=windows, anomalies=anomalies, graph=graph, deploys=deploys)
+    ranked = result.filter(pl.col("defect_id") == "D1").sort("rank")
+    assert "pricing" in ranked["service"].head(2).to_list()
+    assert "chg-old" not in ranked["change_id"].drop_nulls().to_list()

@@ -20,8 +20,9 @@ share the analysis), in five steps:
    failing calls; restarts and memory or CPU filling up are the service's own); a dependency that its
    new error messages name; a dependency without telemetry of its own (a blind spot, known from callers'
    client spans or the catalog's ``dependsOn``) while the service's outgoing calls fail; a dependency
-   changed shortly before the service's onset; an upstream service whose traffic surged (load is not a
-   code defect).
+   changed shortly before the service's onset (or, halved, a healthy dependency of such a healthy
+   dependency: a contract change may pass through a proxy); an upstream service whose traffic surged (load
+   is not a code defect).
 3. **Random walk.** A personalized PageRank over that implication graph (MicroRCA-style): the walk
    starts at symptoms, moves to the neighbours that explain them and stays where nothing explains the
    anomaly further. It is one feature, not the verdict.
@@ -76,7 +77,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.2.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.3.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -954,16 +955,21 @@ def analyse_incident(
                     name, dep, client.strength / len(blind), "blind_dependency",
                     f"{name}'s outgoing calls failed; {dep} has no spans of its own"))
             if state.families["errors"].strength > 0 and not dep_anomalous:
-                # only where the dependencies look healthy: a fresh change on one of them is then the
-                # best explanation the graph offers (a contract change shows at the caller, not the callee)
-                dep_changes = changes(dep, onset)
-                if dep_changes:
+                # only where the dependencies look healthy: a fresh change on one of them (or, halved, on
+                # one of theirs that looks healthy too) is then the best explanation the graph offers (a
+                # contract change shows at the caller, not the callee, and may pass through a proxy)
+                further = [d for d in topology.deps.get(dep, {}) if d != name
+                           and not (states.get(d) is not None and states[d].failing > 0)]
+                for target, discount in ((dep, 1.0), *((d, 0.5) for d in further)):
+                    dep_changes = changes(target, onset)
+                    if not dep_changes:
+                        continue
                     best = min(dep_changes, key=lambda c: max(c["minutes_before_onset"], 0.0))
-                    relevance = _relevance(best["minutes_before_onset"], CHANGE_HALF_LIFE_MIN)
+                    relevance = _relevance(best["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) * discount
                     if relevance > own_relevance and relevance >= BLAME_MIN_RELEVANCE:
                         implications.append(_Implication(
-                            name, dep, 0.5 * relevance, "changed_dependency",
-                            f"{dep} changed {best['minutes_before_onset']:.1f} min before {name}'s onset"))
+                            name, target, 0.5 * relevance, "changed_dependency",
+                            f"{target} changed {best['minutes_before_onset']:.1f} min before {name}'s onset"))
         for origin, surge in traffic_origins.items():
             if origin == name or (topology.has_edges and origin not in topology.ancestors(name)):
                 continue
