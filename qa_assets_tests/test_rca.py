@@ -531,4 +531,7 @@ def test_a_contract_change_behind_a_healthy_proxy_is_a_suspect():
     result = rank([defect("D1", "web")], windows=windows, anomalies=anomalies, graph=graph, deploys=deploys)
     ranked = result.filter(pl.col("defect_id") == "D1").sort("rank")
     assert "pricing" in ranked["service"].head(2).to_list()
+    # implicated because it changed, it carries its change
+    pricing = ranked.filter(pl.col("service") == "pricing").row(0, named=True)
+    assert (pricing["cause_kind"], pricing["change_id"]) == ("code_change", "chg-pricing")
     assert "chg-old" not in ranked["change_id"].drop_nulls().to_list()

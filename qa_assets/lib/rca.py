@@ -77,7 +77,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.3.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.4.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -1071,8 +1071,10 @@ def analyse_incident(
             "magnitude": magnitude,
         }
         score = sum(WEIGHTS[k] * v for k, v in features.items())
+        # a node implicated because it changed (a healthy callee whose callers fail) carries its change
+        changed = any(i.reason == "changed_dependency" for i in by_target.get(node, []))
         blamed = best if (best is not None and relevance >= BLAME_MIN_RELEVANCE
-                          and support >= BLAME_MIN_SUPPORT) else None
+                          and (support >= BLAME_MIN_SUPPORT or changed)) else None
         kind = _cause_kind(node, state, topology, blamed, traffic_origins.get(node, 0.0), saturation)
         if kind == "traffic_surge":
             blamed = None  # load is the cause here, not a change
