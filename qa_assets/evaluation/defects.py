@@ -473,6 +473,7 @@ def pooled_figures(runs: list[dict[str, Any]], clean_runs: list[dict[str, Any]])
     defect's type over the fault types (a missed fault counts as a wrong type), recall per fault kind;
     and false defects per simulated day over `clean_runs` (runs without faults: every defect is false)."""
     faults = sum(m["faults"] for m in runs)
+    detected = sum(m["faults_detected"] for m in runs)
     defects = sum(m["defects"] for m in runs)
     predicted = sum(m["grouping_pairs_predicted"] for m in runs)
     true = sum(m["grouping_pairs_true"] for m in runs)
@@ -499,8 +500,8 @@ def pooled_figures(runs: list[dict[str, Any]], clean_runs: list[dict[str, Any]])
     return {
         "runs": len(runs),
         "faults": faults,
-        "faults_detected": sum(m["faults_detected"] for m in runs),
-        "detection_recall": round(sum(m["faults_detected"] for m in runs) / faults, 4) if faults else None,
+        "faults_detected": detected,
+        "detection_recall": round(detected / faults, 4) if faults else None,
         "detection_precision": (
             round(sum(m["defects_matched"] for m in runs) / defects, 4) if defects else None
         ),
@@ -517,10 +518,11 @@ def pooled_figures(runs: list[dict[str, Any]], clean_runs: list[dict[str, Any]])
     }
 
 
-def format_pooled(pooled: dict[str, Any]) -> str:
-    def fmt(value: Any) -> str:
-        return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+def _fmt(value: Any) -> str:
+    return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
+
+def format_pooled(pooled: dict[str, Any]) -> str:
     lines = [
         f"over {pooled['runs']} runs with faults ({pooled['faults']} faults, {pooled['faults_detected']} "
         f"detected) and {pooled['clean_runs']} clean runs ({pooled['clean_hours']:g} h, "
@@ -532,8 +534,8 @@ def format_pooled(pooled: dict[str, Any]) -> str:
     for key, direction, bar in BARS:
         value = pooled.get(key)
         met = value is not None and (value >= bar if direction == ">=" else value <= bar)
-        lines.append(f"{key:<32}{fmt(value):>8}  {direction} {bar:<5}{'met' if met else 'NOT met':>9}")
-    lines.append(f"{'detection_precision':<32}{fmt(pooled.get('detection_precision')):>8}")
+        lines.append(f"{key:<32}{_fmt(value):>8}  {direction} {bar:<5}{'met' if met else 'NOT met':>9}")
+    lines.append(f"{'detection_precision':<32}{_fmt(pooled.get('detection_precision')):>8}")
     lines += ["", "type F1 (root defect's type, missed faults count as wrong): " + ", ".join(
         f"{label} {value:.2f}" for label, value in pooled["type_f1"].items())]
     lines += ["recall per fault kind: " + ", ".join(
@@ -546,9 +548,6 @@ def format_pooled(pooled: dict[str, Any]) -> str:
 
 
 def format_report(metrics: dict[str, Any]) -> str:
-    def fmt(value: Any) -> str:
-        return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
-
     lines = [
         f"faults {metrics['faults']}  detected {metrics['faults_detected']}  defects {metrics['defects']} "
         f"(matched {metrics['defects_matched']}, on decoys {metrics['defects_on_decoys']}, unexplained "
@@ -565,7 +564,7 @@ def format_report(metrics: dict[str, Any]) -> str:
         "grouping_pairwise_recall",
         "type_accuracy_root",
     ):
-        lines.append(f"{key:<32}{fmt(metrics.get(key)):>8}")
+        lines.append(f"{key:<32}{_fmt(metrics.get(key)):>8}")
     lines += [
         "",
         f"{'fault':<6}{'kind':<24}{'root':<16}{'found':<7}{'defects':>8}{'incid.':>7}  "
@@ -574,8 +573,8 @@ def format_report(metrics: dict[str, Any]) -> str:
     for f in metrics.get("per_fault", []):
         lines.append(
             f"{f['fault_id']:<6}{f['kind']:<24}{f['root']:<16}{'yes' if f['detected'] else 'no':<7}"
-            f"{f['defects']:>8}{f['incidents']:>7}  {f['truth_type']:<20}{fmt(f['root_defect_type']):<20}"
-            f"{fmt(f['severity']):<4}"
+            f"{f['defects']:>8}{f['incidents']:>7}  {f['truth_type']:<20}{_fmt(f['root_defect_type']):<20}"
+            f"{_fmt(f['severity']):<4}"
         )
     if metrics.get("false_positives"):
         lines += ["", "defects matching no fault:"]
