@@ -379,21 +379,14 @@ def candidates(topology: Topology, role: str) -> list[Service]:
 
 
 def served_endpoints(topology: Topology) -> dict[str, set[str]]:
-    """Per service, the endpoint keys requests reach: the entry's weighted endpoints and every endpoint
-    called from one that is reached."""
-    by_name = {s.name: s for s in topology.services}
-    entry = by_name[topology.entry]
-    frontier = [(entry, e) for e in entry.endpoints if e.weight > 0]
-    served: dict[str, set[str]] = {entry.name: {e.key for _, e in frontier}}
-    while frontier:
-        service, endpoint = frontier.pop()
-        for call in endpoint.calls:
-            callee = by_name.get(call.callee)
-            if callee is None or callee.is_datastore or not call.endpoint:
-                continue
-            if call.endpoint not in served.setdefault(callee.name, set()):
-                served[callee.name].add(call.endpoint)
-                frontier.append((callee, callee.endpoint(call.endpoint)))
+    """Per service, the endpoint keys requests reach: the server nodes of the traffic engine's call trees."""
+    from qa_assets.simulate.traffic import SERVER, build_trees  # traffic imports this module (via world)
+
+    served: dict[str, set[str]] = {}
+    for tree in build_trees(topology):
+        for j in range(tree.size):
+            if tree.kind[j] == SERVER:
+                served.setdefault(topology.services[int(tree.service[j])].name, set()).add(tree.route_keys[j])
     return served
 
 
