@@ -535,3 +535,120 @@ def test_a_contract_change_behind_a_healthy_proxy_is_a_suspect():
     pricing = ranked.filter(pl.col("service") == "pricing").row(0, named=True)
     assert (pricing["cause_kind"], pricing["change_id"]) == ("code_change", "chg-pricing")
     assert "chg-old" not in ranked["change_id"].drop_nulls().to_list()
+
+
+def _error_lines(service: str, template: str, body: str, minutes: range, per_minute: int = 1) -> list[dict]:
+    return [{"service": service, "timestamp": T0 + timedelta(minutes=m, seconds=s), "level": "ERROR",
+             "template_id": f"t-{abs(hash(template)) % 10**8}", "template": template, "body": body}
+            for m in minutes for s in range(per_minute)]
+
+
+def test_a_healthy_dependency_named_in_a_stray_error_line_is_not_the_root():
+    # auth's own change breaks its validation; one line among hundreds names its (blind) cache
+    graph = make_graph([("web", "auth"), ("auth", "session-cache")], datastores=("session-cache",))
+    windows = make_windows({"web": {"client_calls": 100}, "auth": {"client_calls": 100}, "session-cache": {}})
+    anomalies = anomalies_frame(anomaly("auth", "error_rate", 0, 20, score=9))
+    log_events = pl.DataFrame(
+        _error_lines("auth", "POST /tokens rejected with <*>: Request.Address.ZipCode invalid",
+                     "POST /tokens rejected with 422: Request.Address.ZipCode invalid", range(0, 15), 20)
+        + _error_lines("auth", "call to session-cache failed: LOADING dataset in memory",
+                       "call to session-cache failed: LOADING dataset in memory", range(3, 4)))
+    deploys = deployments(("chg-auth", "auth", -3, "code"))
+    result = rank([defect("D1", "auth")], windows=windows, anomalies=anomalies, graph=graph, deploys=deploys,
+                  log_events=log_events)
+    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("auth", "chg-auth")
+
+
+def test_a_healthy_traced_dependency_whose_calls_succeed_is_not_named_by_the_callers_own_endpoint():
+    # "POST /cart" is frontend's own endpoint failing after frontend's deploy; calls to cart succeed
+    graph = make_graph([("ingress", "frontend"), ("frontend", "cart"), ("frontend", "catalog")])
+    windows = make_windows({"ingress": {"client_calls": 100}, "frontend": {"client_calls": 300}, "cart": {},
+                            "catalog": {}})
+    anomalies = anomalies_frame(anomaly("frontend", "error_rate", 0, 20, score=9))
+    log_events = pl.DataFrame(_error_lines(
+        "frontend", "request failed: POST /cart: runtime error: invalid memory address",
+        "request failed: POST /cart: runtime error: invalid memory address", range(0, 15), 5))
+    deploys = deployments(("chg-frontend", "frontend", -4, "code"))
+    result = rank([defect("D1", "frontend")], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, log_events=log_events)
+    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("frontend", "chg-frontend")
+
+
+def test_one_minute_blips_downstream_do_not_explain_a_lasting_failure():
+    graph = make_graph([("web", "statements"), ("statements", "transactions"), ("transactions", "ledger")])
+    windows = make_windows({"web": {"client_calls": 100}, "statements": {"client_calls": 100},
+                            "transactions": {"client_calls": 100}, "ledger": {}})
+    anomalies = anomalies_frame(
+        anomaly("ledger", "latency_p95_ms", -2, -1, value=90, expected=40, score=6),  # blips, one window each
+        anomaly("transactions", "latency_p95_ms", -2, -1, value=90, expected=40, score=6),
+        anomaly("statements", "error_rate", 0, 9, score=6),  # the failure: nine minutes after a config change
+    )
+    deploys = deployments(("cfg-statements", "statements", -8, "config"))
+    result = rank([defect("D1", "statements")], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys)
+    best = top(result, "D1")
+    assert (best["service"], best["change_id"]) == ("statements", "cfg-statements")
+    # the same anomaly on ledger, lasting through the failure, would explain it
+    lasting = anomalies_frame(
+        anomaly("ledger", "error_rate", -2, 9, score=9),
+        anomaly("transactions", "error_rate", -2, 9, score=8),
+        anomaly("statements", "error_rate", 0, 9, score=6),
+    )
+    result = rank([defect("D1", "statements")], windows=windows, anomalies=lasting, graph=graph,
+                  deploys=deploys)
+    assert top(result, "D1")["service"] == "ledger"
+
+
+def test_a_blip_ahead_of_a_failure_does_not_set_its_onset():
+    # routing fails from minute 2 because schedule changed its contract at minute 0; a latency blip on
+    # routing two minutes before the change must not make the change look later than the failure
+    graph = make_graph([("gateway", "routing"), ("routing", "schedule")])
+    windows = make_windows({"gateway": {"client_calls": 100}, "routing": {"client_calls": 100},
+                            "schedule": {}})
+    anomalies = anomalies_frame(
+        anomaly("routing", "latency_p95_ms", -2, -1, value=90, expected=40, score=6),
+        anomaly("routing", "error_rate", 2, 20, score=9),
+    )
+    deploys = deployments(("chg-schedule", "schedule", 0, "code"))
+    result = rank([defect("D1", "routing", start=-2)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys)
+    ranked = result.filter(pl.col("defect_id") == "D1").sort("rank")
+    schedule = ranked.filter(pl.col("service") == "schedule")
+    assert schedule.height == 1 and schedule["change_id"][0] == "chg-schedule"
+
+
+def test_a_restarting_service_is_its_own_root_though_a_dependency_just_changed():
+    # ingest emits no spans or logs: only metrics (errors, restarts); the catalog names its dependencies
+    graph = make_graph([("api", "ingest"), ("identity", "store")], untraced=("ingest",),
+                       catalog_only=(("ingest", "identity"),))
+    windows = make_windows({"api": {"client_calls": 100}, "ingest": {"requests": 0, "log_count": 0},
+                            "identity": {}, "store": {}})
+    anomalies = anomalies_frame(
+        anomaly("ingest", "restarts", 0, 15, value=2, expected=0, score=9),
+        anomaly("ingest", "error_rate", 0, 15, score=8),
+        anomaly("api", "error_rate", 1, 15, score=8),
+    )
+    deploys = deployments(("chg-identity", "identity", -3, "code"))
+    result = rank([defect("D1", "ingest")], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys)
+    assert top(result, "D1")["service"] == "ingest"
+
+
+def test_a_callers_own_change_is_not_blamed_when_a_failing_dependency_explains_it():
+    # email slows down (no change); checkout, deployed minutes before, slows with it, and so does
+    # frontend; a defect on catalog (which checkout also calls) lists checkout as a candidate
+    graph = make_graph([("frontend", "checkout"), ("checkout", "email"), ("checkout", "catalog")])
+    windows = make_windows({"frontend": {"client_calls": 100}, "checkout": {"client_calls": 100}, "email": {},
+                            "catalog": {}})
+    anomalies = anomalies_frame(
+        anomaly("email", "latency_p95_ms", 0, 20, value=400, expected=40, score=9),
+        anomaly("checkout", "latency_p95_ms", 0, 20, value=450, expected=45, score=9),
+        anomaly("frontend", "latency_p95_ms", 0, 20, value=480, expected=50, score=9),
+        anomaly("catalog", "error_rate", 5, 12, score=4),
+    )
+    deploys = deployments(("chg-checkout", "checkout", -3, "code"))
+    result = rank([defect("D1", "catalog", start=5, end=12)], windows=windows, anomalies=anomalies,
+                  graph=graph, deploys=deploys)
+    ranked = result.filter(pl.col("defect_id") == "D1")
+    assert "checkout" in ranked["service"].to_list()
+    assert "chg-checkout" not in ranked["change_id"].drop_nulls().to_list()

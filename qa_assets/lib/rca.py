@@ -77,7 +77,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.4.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.5.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -102,6 +102,7 @@ CHANGE_HALF_LIFE_MIN = 10.0  # a change's relevance halves every 10 minutes befo
 RESOURCE_HALF_LIFE_MIN = 30.0  # leaks and saturation build up slowly: a slower decay
 BLAME_MIN_RELEVANCE = 0.2  # below this a change is listed as considered, not blamed
 BLAME_MIN_SUPPORT = 0.2  # a change is blamed only on a candidate that is itself clearly implicated
+SUSTAINED_WINDOWS = 3.0  # an anomaly counts fully once it lasts this many windows
 ONSET_SCALE_WINDOWS = 3.0  # onset score falls by e every 3 windows after the earliest onset
 PRE_ONSET_MIN = 5.0  # anomalies up to this long before a defect's onset belong to its analysis
 ANALYSIS_SPAN_MIN = 15.0  # ... and up to this long after it: a root cause shows no later than its symptoms
@@ -407,6 +408,7 @@ class ServiceState:
     signals: list[dict[str, Any]] = field(default_factory=list)
     own_telemetry: bool = False  # spans or logs of its own (not only metrics or others' client spans)
     texts: list[str] = field(default_factory=list)  # new error templates, exception types
+    error_lines: list[tuple[str, int]] = field(default_factory=list)  # per new template: its texts, lines
     new_templates: list[dict[str, Any]] = field(default_factory=list)
     saturation: _Family = field(default_factory=_Family)  # memory (or disk, CPU) filling up: not restarts
     traffic_ratio: float | None = None
@@ -428,7 +430,11 @@ class ServiceState:
 
     @property
     def onset(self) -> datetime | None:
-        return _earliest(f.onset for f in self.families.values() if f.strength > 0)
+        """The earliest onset among the families anomalous in more than one window (a blip ahead of a
+        failure is not its start); the earliest of all when every one is a blip."""
+        present = [f for f in self.families.values() if f.strength > 0]
+        lasting = [f for f in present if f.onset is not None and f.last is not None and f.last > f.onset]
+        return _earliest(f.onset for f in (lasting or present))
 
     @property
     def failing_until(self) -> datetime | None:
@@ -436,6 +442,13 @@ class ServiceState:
         lasts = [self.families[f].last for f in (*OWN_FAMILIES, "client") if self.families[f].strength > 0]
         present = [v for v in lasts if v is not None]
         return max(present) if present else None
+
+
+def _lasting(state: ServiceState, window: timedelta) -> float:
+    """Minutes from a service's onset to its last failing window, that window included."""
+    onset, until = state.onset, state.failing_until
+    span = (until - onset) if onset is not None and until is not None and until >= onset else timedelta(0)
+    return (span + window).total_seconds() / 60.0
 
 
 _SATURATION_WORDS = ("memory", "heap", "oom", "disk", "cpu", "saturation")
@@ -548,6 +561,21 @@ def _states_from_anomalies(
     return states
 
 
+def _persistence(state: ServiceState, window: timedelta) -> float:
+    """How far a service's anomaly lasts, in [0, 1]: 1 from SUSTAINED_WINDOWS windows on."""
+    return min(1.0, _lasting(state, window) / (SUSTAINED_WINDOWS * window.total_seconds() / 60.0))
+
+
+def _sustained_onset(times: Sequence[datetime], window: timedelta) -> datetime | None:
+    """The first of `times` with another within two windows (as the detectors' onsets are taken: one
+    noisy window ahead of a failure is not its start); the first of all when none is."""
+    ordered = sorted(t for t in times if t is not None)
+    for earlier, later in zip(ordered, ordered[1:]):
+        if later - earlier <= 2 * window:
+            return earlier
+    return ordered[0] if ordered else None
+
+
 def _window_evidence(
     windows: pl.DataFrame, states: dict[str, ServiceState], baseline_start: datetime, start: datetime,
     end: datetime, window: timedelta,
@@ -604,7 +632,7 @@ def _window_evidence(
                     pl.col("client_errors").fill_null(0)
                     > (pl.col("client_calls").fill_null(0) * (rate_b + 0.5 * excess))
                 )
-                onset = hits["window_start"].min() if hits.height else None
+                onset = _sustained_onset(hits["window_start"].to_list(), window)
                 strength = excess / (excess + 0.05)
                 state.families["client"].merge(strength, onset, hits["window_start"].max() if hits.height else None)
                 state.signals.append({
@@ -694,6 +722,15 @@ def names_service(text: str, service: str) -> bool:
     return False
 
 
+def _named_share(state: ServiceState, service: str) -> float:
+    """The share of a service's new error lines whose template (or sample line) names `service`; 1 where
+    no line counts are known (texts from defects)."""
+    total = sum(n for _, n in state.error_lines)
+    if total <= 0:
+        return 1.0
+    return sum(n for text, n in state.error_lines if names_service(text, service)) / total
+
+
 def _collect_texts(
     states: dict[str, ServiceState], defects: pl.DataFrame, log_events: pl.DataFrame | None,
     baseline_start: datetime, start: datetime, end: datetime,
@@ -750,7 +787,9 @@ def _collect_texts(
             "template_id": r["template_id"], "template": r["template"], "first_seen": _iso(r["first_seen"]),
             "count": int(r["count"]), "level": r["level"],
         })
-        state.texts.extend(str(r[c]) for c in ("template", *sample) if r.get(c))
+        texts = [str(r[c]) for c in ("template", *sample) if r.get(c)]
+        state.texts.extend(texts)
+        state.error_lines.append(("\n".join(texts), int(r["count"])))
 
 
 # ---------------------------------------------------------------------------------- incidents
@@ -930,25 +969,42 @@ def analyse_incident(
                             default=0.0)
         propagated = max(state.families[f].strength for f in ("errors", "latency", "client"))
         propagated_share = min(1.0, propagated / max(symptom, 1e-6))
-        dep_anomalous = any(
-            states.get(d) is not None and states[d].failing > 0 and states[d].onset is not None
-            and states[d].onset <= onset + tolerance and still_failing(states[d], onset) for d in deps)
+        # an error text explains errors and failing calls, not slowness
+        failures = max(state.families[f].strength for f in ("errors", "client"))
+        failure_share = min(1.0, failures / max(symptom, 1e-6))
+
+        def failing_in_time(dep: str) -> bool:
+            # failing from no later than the caller's onset and still then
+            d = states.get(dep)
+            return (d is not None and d.failing > 0 and d.onset is not None and d.onset <= onset + tolerance
+                    and still_failing(d, onset))
+
+        dep_anomalous = any(failing_in_time(d) for d in deps)
         for dep in deps:
             dep_state = states.get(dep)
-            if dep_state is not None and dep_state.failing > 0 and dep_state.onset is not None \
-                    and dep_state.onset <= onset + tolerance and still_failing(dep_state, onset):
+            if failing_in_time(dep):
                 # a dependency failing at least as clearly as the caller explains the caller fully, as far
                 # as a dependency can: restarts and memory or CPU filling up are the caller's own
-                strength = min(1.0, dep_state.failing / max(symptom, 1e-6)) * propagated_share
+                # and a blip of a minute does not explain a failure that lasts a quarter of an hour
+                strength = min(1.0, dep_state.failing / max(symptom, 1e-6)) * propagated_share \
+                    * min(1.0, _lasting(dep_state, window) / _lasting(state, window))
                 implications.append(_Implication(name, dep, strength, "dependency_anomaly",
                                                  f"{dep} anomalous from {_iso(dep_state.onset)}"))
             named = next((t for t in state.texts if names_service(t, dep)), None)
+            # naming is evidence; stronger when the named dependency failed or changed too
+            corroborated = named is not None and (failing_in_time(dep) or any(
+                _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) >= BLAME_MIN_RELEVANCE
+                for c in changes(dep, onset)))
+            if named is not None and not corroborated and topology.traced.get(dep) and client.strength <= 0:
+                # a dependency whose own spans look healthy, unchanged, while the calls to it did not fail:
+                # the text names something else (an endpoint of the caller, say `POST /cart`)
+                named = None
             if named is not None:
-                # naming is evidence; stronger when the named dependency failed or changed too
-                corroborated = (dep_state is not None and dep_state.failing > 0) or any(
-                    _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) >= BLAME_MIN_RELEVANCE
-                    for c in changes(dep, onset))
-                implications.append(_Implication(name, dep, 0.9 if corroborated else 0.5, "named_in_errors",
+                # uncorroborated, naming counts as far as the lines naming the dependency make up the
+                # service's new errors (one stray "call to X failed" among a flood of others is not it);
+                # and it explains the service's errors, not its slowness, restarts or saturation
+                weight = 0.9 if corroborated else 0.5 * _named_share(state, dep)
+                implications.append(_Implication(name, dep, weight * failure_share, "named_in_errors",
                                                  named[:300]))
             if dep in blind and client.strength > 0:
                 implications.append(_Implication(
@@ -967,8 +1023,10 @@ def analyse_incident(
                     best = min(dep_changes, key=lambda c: max(c["minutes_before_onset"], 0.0))
                     relevance = _relevance(best["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) * discount
                     if relevance > own_relevance and relevance >= BLAME_MIN_RELEVANCE:
+                        # a service that restarts or fills up is failing of its own accord
                         implications.append(_Implication(
-                            name, target, 0.5 * relevance, "changed_dependency",
+                            name, target, 0.5 * relevance * (1.0 - state.families["resource"].strength),
+                            "changed_dependency",
                             f"{target} changed {best['minutes_before_onset']:.1f} min before {name}'s onset"))
         for origin, surge in traffic_origins.items():
             if origin == name or (topology.has_edges and origin not in topology.ancestors(name)):
@@ -1002,8 +1060,16 @@ def analyse_incident(
     for node in nodes:
         topology.add_node(node)
 
+    def lasting_share(node: str) -> float:
+        # a one-window blip is weaker evidence than a failure that goes on
+        state = states.get(node)
+        return _persistence(state, window) if state is not None and state.failing > 0 else 1.0
+
+    def sustained(node: str) -> float:
+        return states[node].failing * lasting_share(node) if node in states else 0.0
+
     def anomaly(node: str) -> float:
-        own = states[node].failing if node in states else 0.0
+        own = sustained(node)
         return max(own, inferred.get(node, 0.0), traffic_origins.get(node, 0.0))
 
     # ---- the random walk (personalized PageRank over the implication graph)
@@ -1018,7 +1084,7 @@ def analyse_incident(
     for node in nodes:
         stay = anomaly(node) * (1.0 - explained.get(node, 0.0))
         walk.add_edge(node, node, weight=stay + 0.01)
-    personalization = {n: (states[n].failing if n in states else 0.0) + 0.01 for n in nodes}
+    personalization = {n: sustained(n) + 0.01 for n in nodes}
     ranks = nx.pagerank(walk, alpha=0.85, personalization=personalization, weight="weight") if nodes else {}
     top_rank = max(ranks.values(), default=0.0) or 1.0
 
@@ -1032,7 +1098,10 @@ def analyse_incident(
         value = own_onset or implied
         if value is not None:
             onsets[node] = value
-    earliest = min(onsets.values(), default=None)
+    # a blip (one window) says little about where a failure started: it does not set the earliest onset
+    # while something lasting is known, and its own onset score is scaled down as its anomaly is
+    lasting_onsets = [t for n, t in onsets.items() if lasting_share(n) >= 1.0]
+    earliest = min(lasting_onsets or onsets.values(), default=None)
     order = sorted(onsets.items(), key=lambda kv: (kv[1], -anomaly(kv[0]), kv[0]))
 
     # ---- features, score, cause kind and change of every candidate
@@ -1044,7 +1113,10 @@ def analyse_incident(
         # failing outgoing calls that no dependency explains (then they are its own doing)
         client = state.families["client"].strength if state else 0.0
         unexplained_client = client * (1.0 - explained.get(node, 0.0))
-        support = max(own, inferred.get(node, 0.0), unexplained_client)
+        # (a symptom that a failing dependency explains lends a change no support: services deploy all
+        # the time, and a deploy on a caller of the failing service is not the cause)
+        implicated = max(own, inferred.get(node, 0.0)) * (1.0 - explained.get(node, 0.0))
+        support = max(implicated, unexplained_client)
         magnitude = anomaly(node)
         onset = onsets.get(node) or first
         saturation = state.saturation.strength if state else 0.0
@@ -1060,7 +1132,8 @@ def analyse_incident(
                 best, relevance = change, r
         if earliest is not None and node in onsets:
             lag = (onsets[node] - earliest).total_seconds() / 60.0
-            onset_score = math.exp(-lag / (ONSET_SCALE_WINDOWS * window.total_seconds() / 60.0))
+            onset_score = math.exp(-max(lag, 0.0) / (ONSET_SCALE_WINDOWS * window.total_seconds() / 60.0)) \
+                * lasting_share(node)
         else:
             onset_score = 0.0
         features = {
