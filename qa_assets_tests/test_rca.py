@@ -652,3 +652,19 @@ def test_a_callers_own_change_is_not_blamed_when_a_failing_dependency_explains_i
     ranked = result.filter(pl.col("defect_id") == "D1")
     assert "checkout" in ranked["service"].to_list()
     assert "chg-checkout" not in ranked["change_id"].drop_nulls().to_list()
+
+
+def test_a_few_minutes_of_slowness_does_not_outrank_the_lasting_failure_it_cannot_explain():
+    # accounts is slow for four minutes around the onset; bff fails for a quarter of an hour after its deploy
+    graph = make_graph([("gateway", "bff"), ("bff", "accounts"), ("bff", "payments")])
+    windows = make_windows({"gateway": {"client_calls": 100}, "bff": {"client_calls": 200}, "accounts": {},
+                            "payments": {}})
+    anomalies = anomalies_frame(
+        anomaly("accounts", "latency_p95_ms", -2, 2, value=150, expected=40, score=7),
+        anomaly("bff", "error_rate", 0, 15, score=7),
+        anomaly("gateway", "error_rate", 0, 15, score=7),
+    )
+    deploys = deployments(("chg-bff", "bff", -5, "code"))
+    result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys)
+    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("bff", "chg-bff")

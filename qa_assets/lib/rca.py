@@ -77,7 +77,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.5.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.6.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -561,9 +561,11 @@ def _states_from_anomalies(
     return states
 
 
-def _persistence(state: ServiceState, window: timedelta) -> float:
-    """How far a service's anomaly lasts, in [0, 1]: 1 from SUSTAINED_WINDOWS windows on."""
-    return min(1.0, _lasting(state, window) / (SUSTAINED_WINDOWS * window.total_seconds() / 60.0))
+def _persistence(state: ServiceState, window: timedelta, span: timedelta = timedelta(0)) -> float:
+    """How far a service's anomaly lasts, in [0, 1]: 1 once it lasts SUSTAINED_WINDOWS windows and as
+    long as `span` (the failure being explained)."""
+    needed = max(SUSTAINED_WINDOWS * window, span + window)
+    return min(1.0, _lasting(state, window) / (needed.total_seconds() / 60.0))
 
 
 def _sustained_onset(times: Sequence[datetime], window: timedelta) -> datetime | None:
@@ -1063,7 +1065,7 @@ def analyse_incident(
     def lasting_share(node: str) -> float:
         # a one-window blip is weaker evidence than a failure that goes on
         state = states.get(node)
-        return _persistence(state, window) if state is not None and state.failing > 0 else 1.0
+        return _persistence(state, window, last - first) if state is not None and state.failing > 0 else 1.0
 
     def sustained(node: str) -> float:
         return states[node].failing * lasting_share(node) if node in states else 0.0
