@@ -668,3 +668,19 @@ def test_a_few_minutes_of_slowness_does_not_outrank_the_lasting_failure_it_canno
     result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys)
     assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("bff", "chg-bff")
+
+
+def test_a_failure_behind_a_healthy_proxy_explains_the_caller_in_front():
+    # bff passes calls on and shows nothing itself; payments, behind it, fails first
+    graph = make_graph([("gateway", "bff"), ("bff", "payments"), ("bff", "accounts")])
+    windows = make_windows({"gateway": {"client_calls": 100}, "bff": {"client_calls": 100}, "payments": {},
+                            "accounts": {}})
+    anomalies = anomalies_frame(
+        anomaly("payments", "error_rate", 0, 15, score=4),
+        anomaly("gateway", "error_rate", 0, 15, score=9),
+    )
+    result = rank([defect("D1", "gateway", end=15)], windows=windows, anomalies=anomalies, graph=graph)
+    ranked = result.filter(pl.col("defect_id") == "D1").sort("rank")
+    assert ranked["service"][0] == "payments"
+    reasons = [i["detail"] for i in json.loads(ranked["evidence"][0])["implicated_by"]]
+    assert any("behind bff" in r for r in reasons)

@@ -77,7 +77,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.6.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.7.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -981,17 +981,28 @@ def analyse_incident(
             return (d is not None and d.failing > 0 and d.onset is not None and d.onset <= onset + tolerance
                     and still_failing(d, onset))
 
+        def explains(dep: str) -> float:
+            # a dependency failing at least as clearly as the caller explains the caller fully, as far
+            # as a dependency can: restarts and memory or CPU filling up are the caller's own, and a
+            # blip of a minute does not explain a failure that lasts a quarter of an hour
+            d = states[dep]
+            return min(1.0, d.failing / max(symptom, 1e-6)) * propagated_share \
+                * min(1.0, _lasting(d, window) / _lasting(state, window))
+
         dep_anomalous = any(failing_in_time(d) for d in deps)
         for dep in deps:
             dep_state = states.get(dep)
             if failing_in_time(dep):
-                # a dependency failing at least as clearly as the caller explains the caller fully, as far
-                # as a dependency can: restarts and memory or CPU filling up are the caller's own
-                # and a blip of a minute does not explain a failure that lasts a quarter of an hour
-                strength = min(1.0, dep_state.failing / max(symptom, 1e-6)) * propagated_share \
-                    * min(1.0, _lasting(dep_state, window) / _lasting(state, window))
-                implications.append(_Implication(name, dep, strength, "dependency_anomaly",
+                implications.append(_Implication(name, dep, explains(dep), "dependency_anomaly",
                                                  f"{dep} anomalous from {_iso(dep_state.onset)}"))
+            elif not dep_anomalous and state.failing > state.families["resource"].strength:
+                # every dependency looks healthy: one that only passes calls on (a proxy, a backend for
+                # the frontend) may hide a failing one behind it, which then explains the caller at half
+                for further in topology.deps.get(dep, {}):
+                    if further != name and failing_in_time(further):
+                        implications.append(_Implication(
+                            name, further, 0.5 * explains(further), "dependency_anomaly",
+                            f"{further} anomalous from {_iso(states[further].onset)}, behind {dep}"))
             named = next((t for t in state.texts if names_service(t, dep)), None)
             # naming is evidence; stronger when the named dependency failed or changed too
             corroborated = named is not None and (failing_in_time(dep) or any(
