@@ -684,3 +684,46 @@ def test_a_failure_behind_a_healthy_proxy_explains_the_caller_in_front():
     assert ranked["service"][0] == "payments"
     reasons = [i["detail"] for i in json.loads(ranked["evidence"][0])["implicated_by"]]
     assert any("behind bff" in r for r in reasons)
+
+
+def test_a_request_path_names_a_service_less_clearly_than_a_failed_call_does():
+    assert rca.naming_weight("call to transactions failed: 503", "transactions") == 1.0
+    assert rca.naming_weight('Get "http://transactions:8080/x": dial tcp', "transactions") == 1.0
+    assert rca.naming_weight("Unhandled error in GET /accounts/{id}/transactions: aborted", "transactions") == 0.5
+    assert rca.naming_weight("Unhandled error in GET /accounts/{id}: aborted", "transactions") == 0.0
+    # bff's own endpoint path names transactions (changed twenty minutes ago); auth changed its
+    # response contract a minute before bff began to fail
+    graph = make_graph([("gateway", "bff"), ("bff", "transactions"), ("bff", "auth")])
+    windows = make_windows({"gateway": {"client_calls": 100}, "bff": {"client_calls": 200}, "transactions": {},
+                            "auth": {}})
+    anomalies = anomalies_frame(anomaly("bff", "error_rate", 0, 15, score=8),
+                                anomaly("gateway", "error_rate", 0, 15, score=8))
+    log_events = pl.DataFrame(_error_lines(
+        "bff", "Unhandled error in GET /accounts/{id}/transactions: aborted",
+        "Unhandled error in GET /accounts/7/transactions: aborted", range(0, 15), 5))
+    deploys = deployments(("cfg-transactions", "transactions", -20, "config"), ("chg-auth", "auth", -1, "code"))
+    result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, log_events=log_events)
+    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("auth", "chg-auth")
+
+
+def test_callers_slow_for_a_few_minutes_do_not_make_their_shared_dependency_the_root():
+    # search is slow for four minutes and so are its callers; schedule, after a config change, stays
+    # slow for a quarter of an hour
+    graph = make_graph([("gateway", "schedule"), ("schedule", "graph"), ("schedule", "audit"),
+                        ("graph", "search"), ("audit", "search"), ("delivery", "search")])
+    windows = make_windows({name: {"client_calls": 100} for name in
+                            ("gateway", "schedule", "graph", "audit", "delivery")} | {"search": {}})
+    slow = {"value": 300, "expected": 40}
+    anomalies = anomalies_frame(
+        anomaly("search", "latency_p95_ms", 0, 4, score=9, **slow),
+        anomaly("graph", "latency_p95_ms", 0, 4, score=9, **slow),
+        anomaly("audit", "latency_p95_ms", 1, 5, score=9, **slow),
+        anomaly("delivery", "latency_p95_ms", 0, 4, score=9, **slow),
+        anomaly("schedule", "latency_p95_ms", 0, 15, score=6, **slow),
+        anomaly("gateway", "latency_p95_ms", 0, 15, score=6, **slow),
+    )
+    deploys = deployments(("cfg-schedule", "schedule", -6, "config"))
+    result = rank([defect("D1", "schedule", end=15)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys)
+    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("schedule", "cfg-schedule")

@@ -77,7 +77,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.7.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.8.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -701,6 +701,7 @@ def _window_evidence(
         state.own_telemetry = own_map.get(name, False)
 
 
+_URL_PATH = re.compile(r"(?<![\w:/.-])/\S*")  # a path that starts a word: not the part after a host
 _WORD_SPLIT = re.compile(r"([a-z0-9])([A-Z])")
 _WORDS = re.compile(r"[a-z0-9]+")
 
@@ -722,6 +723,16 @@ def names_service(text: str, service: str) -> bool:
         if all(words[i + k] in (w, w + "s", w + "es") for k, w in enumerate(wanted)):
             return True
     return False
+
+
+def naming_weight(text: str, service: str) -> float:
+    """How clearly ``text`` names ``service``: 1 outside request paths ("call to transactions failed",
+    "http://transactions:8080/x"), 0.5 only inside one ("error in GET /accounts/{id}/transactions": a
+    path names a resource, which may be the caller's own or, behind a gateway, the service it proxies
+    to), else 0."""
+    if not names_service(text, service):
+        return 0.0
+    return 1.0 if names_service(_URL_PATH.sub(" ", text), service) else 0.5
 
 
 def _named_share(state: ServiceState, service: str) -> float:
@@ -1003,7 +1014,8 @@ def analyse_incident(
                         implications.append(_Implication(
                             name, further, 0.5 * explains(further), "dependency_anomaly",
                             f"{further} anomalous from {_iso(states[further].onset)}, behind {dep}"))
-            named = next((t for t in state.texts if names_service(t, dep)), None)
+            naming = max((naming_weight(t, dep) for t in state.texts), default=0.0)
+            named = max(state.texts, key=lambda t: naming_weight(t, dep)) if naming > 0 else None
             # naming is evidence; stronger when the named dependency failed or changed too
             corroborated = named is not None and (failing_in_time(dep) or any(
                 _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) >= BLAME_MIN_RELEVANCE
@@ -1016,7 +1028,7 @@ def analyse_incident(
                 # uncorroborated, naming counts as far as the lines naming the dependency make up the
                 # service's new errors (one stray "call to X failed" among a flood of others is not it);
                 # and it explains the service's errors, not its slowness, restarts or saturation
-                weight = 0.9 if corroborated else 0.5 * _named_share(state, dep)
+                weight = (0.9 if corroborated else 0.5 * _named_share(state, dep)) * naming
                 implications.append(_Implication(name, dep, weight * failure_share, "named_in_errors",
                                                  named[:300]))
             if dep in blind and client.strength > 0:
@@ -1060,19 +1072,6 @@ def analyse_incident(
 
     implications = [i for i in implications if i.source not in traffic_origins or before_surge(i)]
 
-    explained: dict[str, float] = {}
-    inferred: dict[str, float] = {}
-    by_target: dict[str, list[_Implication]] = {}
-    for imp in implications:
-        explained[imp.source] = max(explained.get(imp.source, 0.0), imp.strength)
-        weight = imp.strength * states[imp.source].failing
-        inferred[imp.target] = max(inferred.get(imp.target, 0.0), min(1.0, weight))
-        by_target.setdefault(imp.target, []).append(imp)
-
-    nodes = set(states) | set(inferred)
-    for node in nodes:
-        topology.add_node(node)
-
     def lasting_share(node: str) -> float:
         # a one-window blip is weaker evidence than a failure that goes on
         state = states.get(node)
@@ -1080,6 +1079,19 @@ def analyse_incident(
 
     def sustained(node: str) -> float:
         return states[node].failing * lasting_share(node) if node in states else 0.0
+
+    explained: dict[str, float] = {}
+    inferred: dict[str, float] = {}
+    by_target: dict[str, list[_Implication]] = {}
+    for imp in implications:
+        explained[imp.source] = max(explained.get(imp.source, 0.0), imp.strength)
+        weight = imp.strength * sustained(imp.source)
+        inferred[imp.target] = max(inferred.get(imp.target, 0.0), min(1.0, weight))
+        by_target.setdefault(imp.target, []).append(imp)
+
+    nodes = set(states) | set(inferred)
+    for node in nodes:
+        topology.add_node(node)
 
     def anomaly(node: str) -> float:
         own = sustained(node)
