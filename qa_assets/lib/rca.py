@@ -17,15 +17,20 @@ share the analysis), in five steps:
    a dependency whose own anomaly started no later and had not ended before the service's began (the
    healthy-dependency rule: callers of a failing dependency are symptoms, a service whose dependencies are
    healthy is a root), for the part of the service's symptom a dependency can cause (errors, latency,
-   failing calls; restarts and memory or CPU filling up are the service's own); a dependency that its
-   new error messages name; a dependency without telemetry of its own (a blind spot, known from callers'
-   client spans or the catalog's ``dependsOn``) while the service's outgoing calls fail; a dependency
-   changed shortly before the service's onset (or, halved, a healthy dependency of such a healthy
-   dependency: a contract change may pass through a proxy); an upstream service whose traffic surged (load
-   is not a code defect).
+   failing calls; restarts and memory or CPU filling up are the service's own) and as far as it lasts as
+   long (a one-minute blip does not explain a quarter-hour failure); where every dependency looks healthy,
+   a failing one behind it, halved (a proxy passes failures on); a dependency that its new error messages
+   name (a failed call or a URL host fully, a request path by half, an uncorroborated name by the share of
+   error lines that carry it, only for the service's errors); a dependency without telemetry of its own
+   (a blind spot, known from callers' client spans or the catalog's ``dependsOn``) while the service's
+   outgoing calls fail; a dependency changed shortly before the service's onset (or, halved, a healthy
+   dependency of such a healthy dependency: a contract change may pass through a proxy), unless the
+   service restarts or fills up; an upstream service whose traffic surged (load is not a code defect).
+   A service's onset is that of its first anomaly lasting more than one window.
 3. **Random walk.** A personalized PageRank over that implication graph (MicroRCA-style): the walk
    starts at symptoms, moves to the neighbours that explain them and stays where nothing explains the
-   anomaly further. It is one feature, not the verdict.
+   anomaly further. Symptoms weigh by how much of the analysed failure they last. It is one feature, not
+   the verdict.
 4. **Score.** A weighted sum of generic features in [0, 1] (``WEIGHTS`` says why each weight).
 5. **Cause kind and change** from the evidence; confidence from a calibrator (``calibrate``).
 
