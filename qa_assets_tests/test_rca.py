@@ -500,6 +500,14 @@ def test_evaluation_scores_rankings_against_ground_truth():
     # "latest deploy" names chg-search for both defects: right for the fault's, wrong for D2 (no fault)
     assert metrics["defects_matched"] == 1
     assert metrics["baseline_recent_change_precision"] == 0.5
+    assert (metrics["untriggered_faults"], metrics["untriggered_faults_blaming_a_change"]) == (0, 0)
+    # judged against a truth in which no change caused the failure, the blame of chg-orders counts
+    outage = _truth([{"id": "F1", "kind": "dependency_outage", "root": "orders", "start": 0, "end": 25,
+                      "change": None, "cause": "dependency_failure", "affected": ["gateway", "orders"]}], edges)
+    judged, _, missed = evaluation.judge_run("hand", inputs, outage)
+    metrics = evaluation.summarize(judged, missed, ["hand"])
+    assert metrics["root_top1"] == 1.0
+    assert (metrics["untriggered_faults"], metrics["untriggered_faults_blaming_a_change"]) == (1, 1)
 
 
 @pytest.mark.slow

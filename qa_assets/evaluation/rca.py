@@ -11,7 +11,8 @@ was going on then), and it is judged against the fault's root service and trigge
 - root service top-1 / top-3 accuracy and Avg@5 (the mean of top-1..top-5 accuracy, as BARO reports);
 - change top-1 / top-3 (faults a change triggered): the blamed change is the true trigger;
 - precision of change blame: of all rank-1 candidates that name a change (incl. defects no fault
-  explains), how often it is the true trigger; recall: of triggered faults, how often it is named;
+  explains), how often it is the true trigger; recall: of triggered faults, how often it is named; and
+  how many faults no change caused (an outage, a crash loop without a deploy) blame a change anyway;
 - cause-kind accuracy of the rank-1 candidate when its service is right;
 - calibration of the confidence (Brier score, expected calibration error), with the label-free mapping
   and with ``calibrate`` fitted on the other half of the runs (two folds by run);
@@ -319,6 +320,11 @@ def summarize(judged: list[Judged], missed: int, runs: list[str], *, top_k: int 
     metrics["surge_defects"] = len(surge)
     metrics["surge_ranked_as_traffic"] = (
         sum(j.ranked_kinds[:1] == ["traffic_surge"] for j in surge) / len(surge) if surge else float("nan"))
+    # the bar "no change blamed for a fault that no change caused": rank-1 blames on such faults
+    untriggered = [j for j in primary if not j.change_id]
+    metrics["untriggered_faults"] = len(untriggered)
+    metrics["untriggered_faults_blaming_a_change"] = sum(bool(j.ranked_changes[:1] and j.ranked_changes[0])
+                                                         for j in untriggered)
     decoyed = [j for j in judged if not j.fault_id]
     metrics["unmatched_defects_blaming_a_change"] = sum(bool(j.ranked_changes[:1] and j.ranked_changes[0])
                                                         for j in decoyed)
@@ -448,8 +454,10 @@ def print_report(metrics: dict[str, Any], file=None) -> None:
     ):
         line(f"{label:<44} {_fmt(metrics.get(key)):>7}")
     line(f"change blames {metrics.get('change_blames')} for {metrics.get('triggered_faults')} triggered faults; "
-         f"{metrics.get('unmatched_defects_blaming_a_change')} of {metrics['defects'] - metrics['defects_matched']} "
-         f"defects matching no fault blame a change; {metrics.get('surge_defects')} defects on traffic surges")
+         f"{metrics.get('untriggered_faults_blaming_a_change')} of {metrics.get('untriggered_faults')} faults no "
+         f"change caused blame a change; {metrics.get('unmatched_defects_blaming_a_change')} of "
+         f"{metrics['defects'] - metrics['defects_matched']} defects matching no fault blame a change; "
+         f"{metrics.get('surge_defects')} defects on traffic surges")
     line()
     line(f"{'root service, same defects':<36} {'top-1':>7} {'top-3':>7} {'Avg@5':>7}")
     line(f"  {'qa-assets':<34} {_fmt(metrics['root_top1']):>7} {_fmt(metrics['root_top3']):>7} "
