@@ -117,6 +117,12 @@ def top(result: pl.DataFrame, defect_id: str) -> dict:
     return result.filter((pl.col("defect_id") == defect_id) & (pl.col("rank") == 1)).row(0, named=True)
 
 
+def blamed(result: pl.DataFrame, defect_id: str) -> tuple[str, str | None]:
+    """The first candidate's service and the change it blames."""
+    best = top(result, defect_id)
+    return best["service"], best["change_id"]
+
+
 # -------------------------------------------------------------------------------------- tests
 
 
@@ -564,7 +570,7 @@ def test_a_healthy_dependency_named_in_a_stray_error_line_is_not_the_root():
     deploys = deployments(("chg-auth", "auth", -3, "code"))
     result = rank([defect("D1", "auth")], windows=windows, anomalies=anomalies, graph=graph, deploys=deploys,
                   log_events=log_events)
-    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("auth", "chg-auth")
+    assert blamed(result, "D1") == ("auth", "chg-auth")
 
 
 def test_a_healthy_traced_dependency_whose_calls_succeed_is_not_named_by_the_callers_own_endpoint():
@@ -579,7 +585,7 @@ def test_a_healthy_traced_dependency_whose_calls_succeed_is_not_named_by_the_cal
     deploys = deployments(("chg-frontend", "frontend", -4, "code"))
     result = rank([defect("D1", "frontend")], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys, log_events=log_events)
-    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("frontend", "chg-frontend")
+    assert blamed(result, "D1") == ("frontend", "chg-frontend")
 
 
 def test_one_minute_blips_downstream_do_not_explain_a_lasting_failure():
@@ -675,7 +681,7 @@ def test_a_few_minutes_of_slowness_does_not_outrank_the_lasting_failure_it_canno
     deploys = deployments(("chg-bff", "bff", -5, "code"))
     result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys)
-    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("bff", "chg-bff")
+    assert blamed(result, "D1") == ("bff", "chg-bff")
 
 
 def test_a_failure_behind_a_healthy_proxy_explains_the_caller_in_front():
@@ -712,7 +718,7 @@ def test_a_request_path_names_a_service_less_clearly_than_a_failed_call_does():
     deploys = deployments(("cfg-transactions", "transactions", -20, "config"), ("chg-auth", "auth", -1, "code"))
     result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys, log_events=log_events)
-    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("auth", "chg-auth")
+    assert blamed(result, "D1") == ("auth", "chg-auth")
 
 
 def test_callers_slow_for_a_few_minutes_do_not_make_their_shared_dependency_the_root():
@@ -734,4 +740,4 @@ def test_callers_slow_for_a_few_minutes_do_not_make_their_shared_dependency_the_
     deploys = deployments(("cfg-schedule", "schedule", -6, "config"))
     result = rank([defect("D1", "schedule", end=15)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys)
-    assert (top(result, "D1")["service"], top(result, "D1")["change_id"]) == ("schedule", "cfg-schedule")
+    assert blamed(result, "D1") == ("schedule", "cfg-schedule")
