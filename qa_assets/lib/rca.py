@@ -1019,8 +1019,9 @@ def analyse_incident(
                         implications.append(_Implication(
                             name, further, 0.5 * explains(further), "dependency_anomaly",
                             f"{further} anomalous from {_iso(states[further].onset)}, behind {dep}"))
-            naming = max((naming_weight(t, dep) for t in state.texts), default=0.0)
-            named = max(state.texts, key=lambda t: naming_weight(t, dep)) if naming > 0 else None
+            naming, named = max(((naming_weight(t, dep), t) for t in state.texts), key=lambda w: w[0],
+                                default=(0.0, None))
+            named = named if naming > 0 else None
             # naming is evidence; stronger when the named dependency failed or changed too
             corroborated = named is not None and (failing_in_time(dep) or any(
                 _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) >= BLAME_MIN_RELEVANCE
