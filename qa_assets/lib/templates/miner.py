@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from qa_assets.lib.log_format import split_log_lines
 from qa_assets.lib.masking import TOKEN_PATTERN as MASKED_VALUE_PATTERN
@@ -1006,75 +1007,110 @@ def _assign(
 def _params_with_recipes(
     codes: pl.Series, masked: pl.Series, size: int, recipes: dict[int, _ParamRecipe]
 ) -> pl.Series:
-    """Parameters of lines whose shape needs a recipe, evaluated per recipe structure (shapes whose recipes
-    differ only in literal text, one per user name say, share one evaluation)."""
+    """Parameters of every line: the masked spans as they are, or for a shape with a recipe its
+    parameters built per recipe structure (shapes whose recipes differ only in literal text, one per user
+    name say, share one evaluation).
+
+    Everything works on the flat values behind the list column: each recipe parameter is a gather from
+    the flat spans (and literals), and the output lists are one gather from a pool of all values, laid out
+    by offsets. Gathering or merging list columns line by line costs several times more.
+    """
     structures: dict[tuple, list[int]] = defaultdict(list)
-    for code, template in recipes.items():
-        structures[template.structure].append(code)
-    structure_of_code = [0] * size  # 0: plain shape, k: the k-th recipe structure
+    for code, recipe in recipes.items():
+        structures[recipe.structure].append(code)
+    structure_of_code = np.zeros(size, dtype=np.int64)  # 0: plain shape, k: the k-th recipe structure
     for number, structure_codes in enumerate(structures.values(), start=1):
-        for code in structure_codes:
-            structure_of_code[code] = number
-    lines = pl.DataFrame(
-        {
-            "code": codes,
-            "masked": masked,
-            "_structure": pl.Series(structure_of_code, dtype=pl.UInt32).gather(codes),
-        }
-    ).with_row_index("_row")
-    by_structure = lines.filter(pl.col("_structure") > 0).partition_by("_structure", as_dict=True)
-    rows: list[pl.Series] = []
-    lists: list[pl.Series] = []
-    for number, (structure, structure_codes) in enumerate(structures.items(), start=1):
-        subset = by_structure[(number,)]
-        literal_count = sum(piece is None for param in structure for piece in param)
-        if literal_count:
-            literal_rows = [recipes[code].literals for code in structure_codes]
-            keys = pl.Series(structure_codes, dtype=pl.UInt32)
-            subset = subset.with_columns(
-                pl.col("code")
-                .replace_strict(keys, pl.Series([row[i] for row in literal_rows], dtype=pl.String))
-                .alias(f"_literal{i}")
-                for i in range(literal_count)
-            )
-        rows.append(subset["_row"])
-        lists.append(_evaluate_structure(subset, structure))
-    row_order = pl.concat(rows)
-    built = pl.concat(lists, rechunk=False)
-    # Stitch the recipe-built lists in without moving the plain ones (gathering lists is slow, gathering
-    # mostly nulls is not): a column that is null except on recipe lines, then coalesce.
-    missing = len(built)
-    source = pl.concat([built, pl.Series([None], dtype=masked.dtype)], rechunk=False)
-    position = pl.repeat(missing, len(masked), dtype=pl.UInt32, eager=True).scatter(
-        row_order, pl.int_range(missing, dtype=pl.UInt32, eager=True)
+        structure_of_code[structure_codes] = number
+    code_array = codes.to_numpy().astype(np.int64)
+    structure_of_line = structure_of_code[code_array]
+    span_counts = masked.list.len().to_numpy().astype(np.int64)
+    span_starts = np.cumsum(span_counts) - span_counts
+    # The flat spans and one null after them, for a piece whose span a line does not have.
+    flat = pl.concat(
+        [masked.explode(empty_as_null=False, keep_nulls=False), pl.Series([None], dtype=pl.String)],
+        rechunk=True,  # a gather from several chunks is ten times slower
     )
-    return pl.select(pl.coalesce(source.gather(position), masked)).to_series()
+    missing = len(flat) - 1
+
+    recipe_lines = np.flatnonzero(structure_of_line)
+    recipe_lines = recipe_lines[np.argsort(structure_of_line[recipe_lines], kind="stable")]
+    heights = np.bincount(structure_of_line[recipe_lines], minlength=len(structures) + 1)
+    widths = np.array([0, *(len(structure) for structure in structures)], dtype=np.int64)
+    rank = np.zeros(len(code_array), dtype=np.int64)  # a recipe line's row within its structure
+    bases = np.zeros(len(structures) + 1, dtype=np.int64)  # where a structure's parameters start in the pool
+    pool: list[pl.Series] = [flat]
+    pooled = len(flat)
+    start = 0
+    for number, (structure, structure_codes) in enumerate(structures.items(), start=1):
+        rows = recipe_lines[start : start + heights[number]]
+        start += heights[number]
+        rank[rows] = np.arange(len(rows))
+        bases[number] = pooled
+        params = _evaluate_structure(
+            structure,
+            [recipes[code].literals for code in structure_codes],
+            structure_codes,
+            code_array[rows],
+            span_starts[rows],
+            span_counts[rows],
+            flat,
+            missing,
+        )
+        pool += params
+        pooled += len(rows) * len(params)
+
+    out_counts = np.where(structure_of_line > 0, widths[structure_of_line], span_counts)
+    offsets = np.zeros(len(code_array) + 1, dtype=np.int64)
+    np.cumsum(out_counts, out=offsets[1:])
+    line_of = np.repeat(np.arange(len(code_array), dtype=np.int64), out_counts)
+    within = np.arange(offsets[-1], dtype=np.int64) - offsets[line_of]
+    structure_at = structure_of_line[line_of]
+    index = np.where(
+        structure_at > 0,
+        bases[structure_at] + within * heights[structure_at] + rank[line_of],
+        span_starts[line_of] + within,
+    )
+    values = pl.concat(pool, rechunk=True).gather(index).to_arrow(compat_level=pl.CompatLevel.newest())
+    # Offsets through a buffer: `pa.array(numpy)` pays a quarter of a second on its first call.
+    offsets_array = pa.Array.from_buffers(pa.int64(), len(offsets), [None, pa.py_buffer(offsets)])
+    return pl.Series(pa.LargeListArray.from_arrays(offsets_array, values), dtype=masked.dtype)
 
 
-def _evaluate_structure(subset: pl.DataFrame, structure: tuple[tuple[int | None, ...], ...]) -> pl.Series:
-    """The parameter lists of the lines of one recipe structure. Each parameter is a string column; the
-    lists are built by interleaving them and reshaping (building lists element-wise is much slower)."""
-    height = subset.height
-    if not structure or height == 0:
-        return pl.Series([[]] * height, dtype=pl.List(pl.String))
-    columns: list[pl.Expr] = []
+def _evaluate_structure(
+    structure: tuple[tuple[int | None, ...], ...],
+    literal_rows: list[tuple[str, ...]],
+    structure_codes: list[int],
+    line_codes: np.ndarray,
+    span_starts: np.ndarray,
+    span_counts: np.ndarray,
+    flat: pl.Series,
+    missing: int,
+) -> list[pl.Series]:
+    """The parameters of the lines of one recipe structure, one string column per parameter: a span
+    piece is a gather from the flat spans (null where the line has no such span), a literal piece a gather
+    from the literals of each line's shape, and a parameter of several pieces their concatenation."""
+    if not len(line_codes):
+        return [pl.Series([], dtype=pl.String) for _ in structure]
+    row_of_code = np.zeros(int(max(structure_codes)) + 1, dtype=np.int64)
+    row_of_code[structure_codes] = np.arange(len(structure_codes))
+    literal_row = pl.Series(row_of_code[line_codes])
+    params: list[pl.Series] = []
     literal = 0
     for pieces in structure:
-        parts: list[pl.Expr] = []
+        parts: list[pl.Series] = []
         for piece in pieces:
             if piece is None:
-                parts.append(pl.col(f"_literal{literal}"))
+                values = pl.Series([row[literal] for row in literal_rows], dtype=pl.String)
+                parts.append(values.gather(literal_row))
                 literal += 1
             else:
-                parts.append(pl.col("masked").list.get(piece, null_on_oob=True))
-        columns.append((pl.concat_str(parts) if len(parts) > 1 else parts[0]).alias(f"_param{len(columns)}"))
-    params = subset.select(columns)
-    width = len(columns)
-    interleave = (
-        np.arange(width, dtype=np.int64)[None, :] * height + np.arange(height, dtype=np.int64)[:, None]
-    ).ravel()
-    flat = pl.concat([params[name] for name in params.columns]).gather(pl.Series(interleave))
-    return flat.reshape((height, width)).cast(pl.List(pl.String))
+                parts.append(flat.gather(np.where(piece < span_counts, span_starts + piece, missing)))
+        if len(parts) > 1:
+            joined = pl.DataFrame({f"_{i}": part for i, part in enumerate(parts)}).select(pl.concat_str(pl.all()))
+            params.append(joined.to_series())
+        else:
+            params.append(parts[0])
+    return params
 
 
 # ---------------------------------------------------------------------------------------------------
