@@ -81,14 +81,17 @@ def exact_split(lines: pl.Series, log_format: str) -> pl.DataFrame:
 ])
 def test_fast_split_finds_the_same_fields_as_the_lazy_pattern(log_format: str) -> None:
     rng = random.Random(11)
-    alphabet = list("ab:-[]@,\t ") + ["x", "y", "\u00a0"]
+    # Whitespace other than spaces and tabs (a no-break space, a form feed, an ideographic space) inside
+    # fields and between them: the lazy pattern's `\s+` splits there.
+    alphabet = list("ab:-[]@,\t ") + ["x", "y", "\u00a0", "\x0c", "\u3000"]
+    separators = [" ", "  ", "\t", " \u00a0", "\x0c"]
     parts = re.split(r"(<[^<>]+>)", log_format)
     lines = []
-    for _ in range(3000):
+    for _ in range(5000):
         line = ""
         for index, part in enumerate(parts):
             if index % 2 == 0:
-                line += re.sub(" +", lambda _: rng.choice([" ", "  ", "\t"]), part.replace("\\", ""))
+                line += re.sub(" +", lambda _: rng.choice(separators), part.replace("\\", ""))
             else:
                 line += "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 5)))
         lines.append(line)

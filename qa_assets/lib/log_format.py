@@ -12,8 +12,6 @@ import polars as pl
 _FIELD = re.compile(r"(<[^<>]+>)")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REGEX_META = set(".^$*+?{}[]|()\\")
-# Whitespace that `\s` matches besides space and tab: lines holding any of it take the exact (slower) path.
-_OTHER_WHITESPACE = r"[\s&&[^ \t]]"
 _WS = None  # token: a run of whitespace in the format
 
 
@@ -26,8 +24,8 @@ class LogFormat:
     text: str
     fields: tuple[str, ...]  # header field names in order, `Content` among them
     pattern: str  # anchored regex with one named group per field
-    # A pattern that finds the same fields as `pattern` on every line it matches that has no whitespace
-    # other than spaces and tabs, and is much cheaper (no lazy groups); None when the format is not simple.
+    # A pattern that finds the same fields as `pattern` on every line it matches, and is much cheaper (no
+    # lazy groups); None when the format is not simple.
     fast_pattern: str | None = None
 
 
@@ -90,11 +88,13 @@ def _fast_pattern(parts: list[str]) -> str | None:
     """The format as a pattern without lazy groups, where that gives the same fields.
 
     The lazy pattern gives each field the shortest text after which the rest of the line still matches.
-    When a field may not contain the first character of the literal that follows it (and, after a run of
-    whitespace, may not start with whitespace), the shortest such text is the only one left, so both
-    patterns agree on every line the fast one matches. Lines it does not match (or that hold whitespace
-    other than spaces and tabs) are split with the exact pattern. Formats with regex syntax in their
-    literals, two fields side by side, or text after `<Content>` keep the exact pattern only.
+    When a field may not contain the first character of the literal that follows it (no whitespace at all
+    when whitespace follows, and after a run of whitespace it may not start with whitespace), the shortest
+    such text is the only one left, so both patterns agree on every line the fast one matches. Runs of
+    whitespace in the format match spaces and tabs only: a line with other whitespace (a form feed, a
+    no-break space) between its fields does not match, and lines the fast pattern does not match are split
+    with the exact pattern. Formats with regex syntax in their literals, two fields side by side, or text
+    after `<Content>` keep the exact pattern only.
     """
     literals = [_literal_tokens(part) for part in parts[0::2]]
     names = [part[1:-1] for part in parts[1::2]]
@@ -106,13 +106,13 @@ def _fast_pattern(parts: list[str]) -> str | None:
         regex += "".join("[ \\t]+" if token is _WS else re.escape(token) for token in before)
         after_whitespace = bool(before) and before[-1] is _WS
         if name == "Content":
-            regex += "(?P<Content>(?:[^ \\t].*)?)" if after_whitespace else "(?P<Content>.*)"
+            regex += "(?P<Content>(?:\\S.*)?)" if after_whitespace else "(?P<Content>.*)"
             break
         if not after:
             return None  # two fields side by side: only the lazy pattern knows where one ends
-        stop = " \\t" if after[0] is _WS else re.escape(after[0])
+        stop = "\\s" if after[0] is _WS else re.escape(after[0])
         if after_whitespace:
-            first = stop if after[0] is _WS else stop + " \\t"
+            first = stop if after[0] is _WS else stop + "\\s"
             regex += f"(?P<{name}>[^{first}][^{stop}]*)"
         else:
             regex += f"(?P<{name}>[^{stop}]*)"
@@ -135,14 +135,9 @@ def split_log_lines(lines: pl.Series, log_format: str) -> pl.DataFrame:
         ).unnest("groups")
         return frame.with_columns(pl.col("Content").is_not_null().alias("matched"))
     frame = pl.DataFrame({"line": lines}).select(
-        pl.col("line").str.extract_groups(fmt.fast_pattern).alias("groups"),
-        pl.col("line").str.contains(_OTHER_WHITESPACE).alias("_other_whitespace"),
-    )
-    retry = (
-        frame.get_column("groups").struct.field("Content").is_null() | frame.get_column("_other_whitespace")
-    ).fill_null(True)
-    frame = frame.unnest("groups").drop("_other_whitespace")
-    indices = retry.arg_true()
+        pl.col("line").str.extract_groups(fmt.fast_pattern).alias("groups")
+    ).unnest("groups")
+    indices = frame.get_column("Content").is_null().arg_true()
     if len(indices):  # continuation lines and unusual whitespace: the exact lazy pattern decides
         exact = lines.gather(indices).str.extract_groups(fmt.pattern).struct.unnest()
         frame = frame.with_columns(
