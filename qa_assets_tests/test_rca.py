@@ -741,3 +741,25 @@ def test_callers_slow_for_a_few_minutes_do_not_make_their_shared_dependency_the_
     result = rank([defect("D1", "schedule", end=15)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys)
     assert blamed(result, "D1") == ("schedule", "cfg-schedule")
+
+
+def test_a_change_that_lands_after_the_errors_began_is_not_their_cause():
+    # scoring changes its response at -9; web's errors about it are logged from -4, web detects them at 0,
+    # and web deploys in between (-2): web's deploy came too late to cause them
+    graph = make_graph([("ingress", "web"), ("web", "scoring"), ("web", "quotes")])
+    windows = make_windows({"ingress": {"client_calls": 100}, "web": {"client_calls": 200}, "scoring": {},
+                            "quotes": {}})
+    anomalies = anomalies_frame(anomaly("web", "error_rate", 0, 20, score=9))
+    template = "request failed: POST /orders: json: cannot unmarshal object into Go struct field <*>"
+    log_events = pl.DataFrame(_error_lines("web", template, template.replace("<*>", "Response.total"),
+                                           range(-4, 15), 3))
+    deploys = deployments(("chg-scoring", "scoring", -9, "code"), ("chg-web", "web", -2, "code"))
+    result = rank([defect("D1", "web", start=-4)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, log_events=log_events)
+    ranked = result.filter(pl.col("defect_id") == "D1").sort("rank")
+    assert "chg-web" not in ranked["change_id"].drop_nulls().to_list()
+    scoring = ranked.filter(pl.col("service") == "scoring").row(0, named=True)
+    assert scoring["rank"] <= 2 and scoring["change_id"] == "chg-scoring"
+    web = ranked.filter(pl.col("service") == "web").row(0, named=True)
+    considered = json.loads(web["evidence"])["changes_considered"]
+    assert [(c["change_id"], c.get("after_errors_began")) for c in considered] == [("chg-web", True)]

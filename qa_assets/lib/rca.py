@@ -32,7 +32,10 @@ share the analysis), in five steps:
    anomaly further. Symptoms weigh by how much of the analysed failure they last. It is one feature, not
    the verdict.
 4. **Score.** A weighted sum of generic features in [0, 1] (``WEIGHTS`` says why each weight).
-5. **Cause kind and change** from the evidence; confidence from a calibrator (``calibrate``).
+5. **Cause kind and change** from the evidence; confidence from a calibrator (``calibrate``). A change
+   that landed after a service's main new error was already being logged did not cause those errors:
+   it is listed as considered (``after_errors_began``), neither blamed nor weighed against a
+   dependency's change.
 
 A defect of a failing CI test is the exception: the test names its cause, the build it tested. Its first
 candidate is its own service with the deployment of the failing version (``_tested_build``); the
@@ -82,7 +85,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.8.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.9.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -440,6 +443,15 @@ class ServiceState:
         present = [f for f in self.families.values() if f.strength > 0]
         lasting = [f for f in present if f.onset is not None and f.last is not None and f.last > f.onset]
         return _earliest(f.onset for f in (lasting or present))
+
+    @property
+    def errors_began(self) -> datetime | None:
+        """When the service's main new error (the new template with the most lines) was first logged,
+        where its errors are anomalous; None otherwise."""
+        if self.families["errors"].strength <= 0 or not self.new_templates:
+            return None
+        main = max(self.new_templates, key=lambda t: t["count"])
+        return datetime.fromisoformat(main["first_seen"])
 
     @property
     def failing_until(self) -> datetime | None:
@@ -955,6 +967,11 @@ def analyse_incident(
             change_cache[key] = _changes_before(deployments, service, onset, lookback, window)
         return change_cache[key]
 
+    def could_cause(change: dict[str, Any], state: ServiceState | None) -> bool:
+        # a change that landed after a service's main new error was already being logged did not cause it
+        began = state.errors_began if state is not None else None
+        return began is None or datetime.fromisoformat(change["timestamp"]) <= began + tolerance
+
     def still_failing(dep: ServiceState, onset: datetime) -> bool:
         # a dependency whose anomaly was over before the caller's began does not explain it
         until = dep.failing_until
@@ -982,7 +999,7 @@ def analyse_incident(
         # mix earlier incidents in, so they do not say which one fails now)
         blind = [d for d in deps if not topology.traced.get(d)
                  and not (states.get(d) is not None and states[d].failing > 0)]
-        own_changes = changes(name, onset)
+        own_changes = [c for c in changes(name, onset) if could_cause(c, state)]
         own_relevance = max((_relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) for c in own_changes),
                             default=0.0)
         propagated = max(state.families[f].strength for f in ("errors", "latency", "client"))
@@ -1048,7 +1065,7 @@ def analyse_incident(
                 further = [d for d in topology.deps.get(dep, {}) if d != name
                            and not (states.get(d) is not None and states[d].failing > 0)]
                 for target, discount in ((dep, 1.0), *((d, 0.5) for d in further)):
-                    dep_changes = changes(target, onset)
+                    dep_changes = [c for c in changes(target, onset) if could_cause(c, state)]
                     if not dep_changes:
                         continue
                     best = min(dep_changes, key=lambda c: max(c["minutes_before_onset"], 0.0))
@@ -1155,9 +1172,13 @@ def analyse_incident(
         half_life = RESOURCE_HALF_LIFE_MIN if saturation >= 0.3 else CHANGE_HALF_LIFE_MIN
         if state is not None and saturation >= 0.3 and state.saturation.onset is not None:
             onset = min(onset, state.saturation.onset)
-        considered = changes(node, onset)
+        # listed as considered, but not blamed: a change that landed after the errors it would explain
+        considered = [c if could_cause(c, state) else {**c, "after_errors_began": True}
+                      for c in changes(node, onset)]
         best, relevance = None, 0.0
         for change in considered:
+            if change.get("after_errors_began"):
+                continue
             r = _relevance(change["minutes_before_onset"], half_life)
             if r > relevance:
                 best, relevance = change, r
