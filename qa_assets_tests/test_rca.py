@@ -763,3 +763,44 @@ def test_a_change_that_lands_after_the_errors_began_is_not_their_cause():
     web = ranked.filter(pl.col("service") == "web").row(0, named=True)
     considered = json.loads(web["evidence"])["changes_considered"]
     assert [(c["change_id"], c.get("after_errors_began")) for c in considered] == [("chg-web", True)]
+
+
+def test_a_dependency_slow_until_the_caller_began_failing_does_not_explain_it():
+    # profiles was slow for five minutes and recovered as checkout began failing after its own deploy;
+    # the slowness lasted nearly as long as checkout's failure, but it covers little of it
+    graph = make_graph([("web", "checkout"), ("checkout", "profiles")])
+    windows = make_windows({"web": {"client_calls": 100}, "checkout": {"client_calls": 100}, "profiles": {}})
+    anomalies = anomalies_frame(
+        anomaly("profiles", "latency_p95_ms", -5, 0, score=9, value=300, expected=40),
+        anomaly("checkout", "error_rate", 0, 6, score=9),
+    )
+    deploys = deployments(("chg-checkout", "checkout", -3, "code"))
+    result = rank([defect("D1", "checkout", end=6)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys)
+    # (profiles' own slowness, earlier, may rank beside it: it was an anomaly of its own)
+    ranked = result.filter(pl.col("defect_id") == "D1")
+    checkout = ranked.filter(pl.col("service") == "checkout").row(0, named=True)
+    assert checkout["rank"] <= 2
+    assert (checkout["cause_kind"], checkout["change_id"]) == ("code_change", "chg-checkout")
+
+
+def test_errors_reading_a_response_point_at_the_dependency_that_changed_it_not_at_a_slow_one():
+    # payments cannot deserialize fraud's answers after fraud's deploy; ledger happens to be slow too,
+    # which makes calls slow, not responses unreadable
+    graph = make_graph([("web", "payments"), ("payments", "fraud"), ("payments", "ledger")])
+    windows = make_windows({"web": {"client_calls": 100}, "payments": {"client_calls": 200}, "fraud": {},
+                            "ledger": {}})
+    anomalies = anomalies_frame(
+        anomaly("ledger", "latency_p95_ms", -1, 15, score=9, value=300, expected=40),
+        anomaly("payments", "error_rate", 0, 15, score=9),
+    )
+    template = ("Request processing failed for POST /payments: com.fasterxml.jackson.databind.exc."
+                "MismatchedInputException: Cannot deserialize value of type <*> from Object value")
+    log_events = pl.DataFrame(_error_lines("payments", template, template.replace("<*>", "`BigDecimal`"),
+                                           range(0, 15), 3))
+    deploys = deployments(("chg-fraud", "fraud", -4, "code"))
+    result = rank([defect("D1", "payments", end=15)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, log_events=log_events)
+    ranked = result.filter(pl.col("defect_id") == "D1").sort("rank")
+    fraud = ranked.filter(pl.col("service") == "fraud").row(0, named=True)
+    assert fraud["rank"] <= 2 and fraud["change_id"] == "chg-fraud"

@@ -17,15 +17,18 @@ share the analysis), in five steps:
    a dependency whose own anomaly started no later and had not ended before the service's began (the
    healthy-dependency rule: callers of a failing dependency are symptoms, a service whose dependencies are
    healthy is a root), for the part of the service's symptom a dependency can cause (errors, latency,
-   failing calls; restarts and memory or CPU filling up are the service's own) and as far as it lasts as
-   long (a one-minute blip does not explain a quarter-hour failure); where every dependency looks healthy,
-   a failing one behind it, halved (a proxy passes failures on); a dependency that its new error messages
+   failing calls; restarts and memory or CPU filling up are the service's own, and errors reading a
+   response, ``_READ_FAILURE``, come from what a dependency sent, not from its being slow or down) and as
+   far as its anomaly covers the service's failure (a one-minute blip, or one that ended as the service's
+   began, does not explain a quarter-hour failure); where every dependency looks healthy, a failing one
+   behind it, halved (a proxy passes failures on); a dependency that its new error messages
    name (a failed call or a URL host fully, a request path by half, an uncorroborated name by the share of
    error lines that carry it, only for the service's errors); a dependency without telemetry of its own
    (a blind spot, known from callers' client spans or the catalog's ``dependsOn``) while the service's
    outgoing calls fail; a dependency changed shortly before the service's onset (or, halved, a healthy
-   dependency of such a healthy dependency: a contract change may pass through a proxy), unless the
-   service restarts or fills up; an upstream service whose traffic surged (load is not a code defect).
+   dependency of such a healthy dependency: a contract change may pass through a proxy), where no
+   dependency is anomalous or most of the service's new errors say it could not read a response, unless
+   the service restarts or fills up; an upstream service whose traffic surged (load is not a code defect).
    A service's onset is that of its first anomaly lasting more than one window.
 3. **Random walk.** A personalized PageRank over that implication graph (MicroRCA-style): the walk
    starts at symptoms, moves to the neighbours that explain them and stays where nothing explains the
@@ -85,7 +88,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.9.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.10.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -578,6 +581,19 @@ def _states_from_anomalies(
     return states
 
 
+def _covered(dep: ServiceState, state: ServiceState, window: timedelta, slack: timedelta) -> float:
+    """The share of a service's failing period (onset to last failing window) that a dependency's anomaly
+    covers, in [0, 1]; the dependency's period is stretched by `slack` at its end (a caller's errors
+    may trail its dependency's recovery a little)."""
+    onset, until = state.onset, state.failing_until or state.onset
+    dep_onset, dep_until = dep.onset, dep.failing_until or dep.onset
+    if onset is None or dep_onset is None:
+        return 0.0
+    start, end = max(onset, dep_onset), min(until, dep_until + slack)
+    covered = (end - start + window).total_seconds() / 60.0 if end >= start else 0.0
+    return min(1.0, covered / _lasting(state, window))
+
+
 def _persistence(state: ServiceState, window: timedelta, span: timedelta = timedelta(0)) -> float:
     """How far a service's anomaly lasts, in [0, 1]: 1 once it lasts SUSTAINED_WINDOWS windows and as
     long as `span` (the failure being explained)."""
@@ -718,6 +734,14 @@ def _window_evidence(
         state.own_telemetry = own_map.get(name, False)
 
 
+# A caller that cannot read a response (a deserialization or decoding failure, in the words of the
+# common JSON libraries) fails on what a dependency sent, not on whether the dependency was up.
+_READ_FAILURE = re.compile(
+    r"deserializ|unmarshal|json ?decode|mismatchedinput|jsonmapping|invalid response"
+    r"|unexpected token .{0,20}json|(?:parse|decode|read) (?:the )?response"
+    r"|validation errors? for \w*Response\b",
+    re.IGNORECASE,
+)
 _URL_PATH = re.compile(r"(?<![\w:/.-])/\S*")  # a path that starts a word: not the part after a host
 _WORD_SPLIT = re.compile(r"([a-z0-9])([A-Z])")
 _WORDS = re.compile(r"[a-z0-9]+")
@@ -759,6 +783,15 @@ def _named_share(state: ServiceState, service: str) -> float:
     if total <= 0:
         return 1.0
     return sum(n for text, n in state.error_lines if names_service(text, service)) / total
+
+
+def _read_failure_share(state: ServiceState) -> float:
+    """The share of a service's new error lines that say it could not read a response (``_READ_FAILURE``);
+    where no line counts are known, 1 if any of its error texts says so."""
+    total = sum(n for _, n in state.error_lines)
+    if total <= 0:
+        return 1.0 if any(_READ_FAILURE.search(text) for text in state.texts) else 0.0
+    return sum(n for text, n in state.error_lines if _READ_FAILURE.search(text)) / total
 
 
 def _collect_texts(
@@ -1016,13 +1049,19 @@ def analyse_incident(
 
         def explains(dep: str) -> float:
             # a dependency failing at least as clearly as the caller explains the caller fully, as far
-            # as a dependency can: restarts and memory or CPU filling up are the caller's own, and a
-            # blip of a minute does not explain a failure that lasts a quarter of an hour
+            # as a dependency can: restarts and memory or CPU filling up are the caller's own, unreadable
+            # responses are not a matter of the dependency being up, and an anomaly explains only the
+            # part of the caller's failure it covers (a blip of a minute, or one over as the caller's
+            # began, does not explain a failure that lasts a quarter of an hour)
             d = states[dep]
-            return min(1.0, d.failing / max(symptom, 1e-6)) * propagated_share \
-                * min(1.0, _lasting(d, window) / _lasting(state, window))
+            return min(1.0, d.failing / max(symptom, 1e-6)) * propagated_share * (1.0 - unreadable) \
+                * _covered(d, state, window, tolerance)
 
         dep_anomalous = any(failing_in_time(d) for d in deps)
+        # errors reading responses: slowness or an outage of a dependency does not make its responses
+        # unreadable, so an anomalous dependency does not explain them, and a dependency that changed what
+        # it sends is a suspect even where another one is anomalous
+        unreadable = _read_failure_share(state) * failure_share
         for dep in deps:
             dep_state = states.get(dep)
             if failing_in_time(dep):
@@ -1058,7 +1097,7 @@ def analyse_incident(
                 implications.append(_Implication(
                     name, dep, client.strength / len(blind), "blind_dependency",
                     f"{name}'s outgoing calls failed; {dep} has no spans of its own"))
-            if state.families["errors"].strength > 0 and not dep_anomalous:
+            if state.families["errors"].strength > 0 and (not dep_anomalous or unreadable >= 0.5):
                 # only where the dependencies look healthy: a fresh change on one of them (or, halved, on
                 # one of theirs that looks healthy too) is then the best explanation the graph offers (a
                 # contract change shows at the caller, not the callee, and may pass through a proxy)
