@@ -804,3 +804,21 @@ def test_errors_reading_a_response_point_at_the_dependency_that_changed_it_not_a
     ranked = result.filter(pl.col("defect_id") == "D1").sort("rank")
     fraud = ranked.filter(pl.col("service") == "fraud").row(0, named=True)
     assert fraud["rank"] <= 2 and fraud["change_id"] == "chg-fraud"
+
+
+def test_a_callers_earlier_slowness_does_not_keep_a_failing_dependency_from_explaining_its_errors():
+    # gateway turned slow after its own deploy; two minutes later orders began failing, and gateway's
+    # errors and failing calls began with orders' errors
+    graph = make_graph([("gateway", "orders"), ("orders", "orders-db")], datastores=("orders-db",))
+    windows = make_windows({"gateway": {"client_calls": 100}, "orders": {"client_calls": 100},
+                            "orders-db": {}})
+    anomalies = anomalies_frame(
+        anomaly("gateway", "latency_p95_ms", -2, 15, score=9, value=120, expected=40),
+        anomaly("gateway", "error_rate", 0, 15, score=9),
+        anomaly("gateway", "client_error_rate", 0, 15, score=9),
+        anomaly("orders", "error_rate", 0, 15, score=7),
+    )
+    deploys = deployments(("chg-gateway", "gateway", -4, "code"))
+    result = rank([defect("D1", "gateway", end=15)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys)
+    assert blamed(result, "D1") == ("orders", None)

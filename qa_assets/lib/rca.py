@@ -17,19 +17,21 @@ share the analysis), in five steps:
    a dependency whose own anomaly started no later and had not ended before the service's began (the
    healthy-dependency rule: callers of a failing dependency are symptoms, a service whose dependencies are
    healthy is a root), for the part of the service's symptom a dependency can cause (errors, latency,
-   failing calls; restarts and memory or CPU filling up are the service's own, and errors reading a
-   response, ``_READ_FAILURE``, come from what a dependency sent, not from its being slow or down) and as
-   far as its anomaly covers the service's failure (a one-minute blip, or one that ended as the service's
-   began, does not explain a quarter-hour failure); where every dependency looks healthy, a failing one
-   behind it, halved (a proxy passes failures on); a dependency that its new error messages
-   name (a failed call or a URL host fully, a request path by half, an uncorroborated name by the share of
-   error lines that carry it, only for the service's errors); a dependency without telemetry of its own
-   (a blind spot, known from callers' client spans or the catalog's ``dependsOn``) while the service's
-   outgoing calls fail; a dependency changed shortly before the service's onset (or, halved, a healthy
-   dependency of such a healthy dependency: a contract change may pass through a proxy), where no
-   dependency is anomalous or most of the service's new errors say it could not read a response, unless
-   the service restarts or fills up; an upstream service whose traffic surged (load is not a code defect).
-   A service's onset is that of its first anomaly lasting more than one window.
+   failing calls, each by its own onset: slowness that set in before the dependency failed is not its
+   doing, though the errors that began with the dependency's are; restarts and memory or CPU filling up are
+   the service's own, and errors reading a response, ``_READ_FAILURE``, come from what a dependency sent,
+   not from its being slow or down) and as far as its anomaly covers the service's failure (a one-minute
+   blip, or one that ended as the service's began, does not explain a quarter-hour failure); where every
+   dependency looks healthy, a failing one behind it, halved (a proxy passes failures on); a dependency
+   that its new error messages name (a failed call or a URL host fully, a request path by half, an
+   uncorroborated name by the share of error lines that carry it, only for the service's errors); a
+   dependency without telemetry of its own (a blind spot, known from callers' client spans or the catalog's
+   ``dependsOn``) while the service's outgoing calls fail; a dependency changed shortly before the
+   service's onset (or, halved, a healthy dependency of such a healthy dependency: a contract change may
+   pass through a proxy), where no dependency is anomalous or most of the service's new errors say it could
+   not read a response, unless the service restarts or fills up; an upstream service whose traffic surged
+   (load is not a code defect). A service's onset is that of its first anomaly lasting more than one
+   window.
 3. **Random walk.** A personalized PageRank over that implication graph (MicroRCA-style): the walk
    starts at symptoms, moves to the neighbours that explain them and stays where nothing explains the
    anomaly further. Symptoms weigh by how much of the analysed failure they last. It is one feature, not
@@ -88,7 +90,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.10.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.11.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -1035,17 +1037,26 @@ def analyse_incident(
         own_changes = [c for c in changes(name, onset) if could_cause(c, state)]
         own_relevance = max((_relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) for c in own_changes),
                             default=0.0)
-        propagated = max(state.families[f].strength for f in ("errors", "latency", "client"))
-        propagated_share = min(1.0, propagated / max(symptom, 1e-6))
         # an error text explains errors and failing calls, not slowness
         failures = max(state.families[f].strength for f in ("errors", "client"))
         failure_share = min(1.0, failures / max(symptom, 1e-6))
 
-        def failing_in_time(dep: str) -> bool:
-            # failing from no later than the caller's onset and still then
+        def propagated_share(dep: str) -> float:
+            # the part of the caller's symptom a dependency's anomaly can have passed on: its errors,
+            # latency or failing calls, each only if it began no earlier than the dependency's anomaly
+            # (and while that lasted): slowness that set in before a dependency failed is not its doing
             d = states.get(dep)
-            return (d is not None and d.failing > 0 and d.onset is not None and d.onset <= onset + tolerance
-                    and still_failing(d, onset))
+            if d is None or d.failing <= 0 or d.onset is None:
+                return 0.0
+            families = (state.families[f] for f in ("errors", "latency", "client"))
+            passed_on = [family.strength for family in families
+                         if family.strength > 0 and family.onset is not None
+                         and d.onset <= family.onset + tolerance and still_failing(d, family.onset)]
+            return min(1.0, max(passed_on, default=0.0) / max(symptom, 1e-6))
+
+        def failing_in_time(dep: str) -> bool:
+            # failing from no later than one of the caller's symptoms began, and still then
+            return propagated_share(dep) > 0
 
         def explains(dep: str) -> float:
             # a dependency failing at least as clearly as the caller explains the caller fully, as far
@@ -1054,7 +1065,7 @@ def analyse_incident(
             # part of the caller's failure it covers (a blip of a minute, or one over as the caller's
             # began, does not explain a failure that lasts a quarter of an hour)
             d = states[dep]
-            return min(1.0, d.failing / max(symptom, 1e-6)) * propagated_share * (1.0 - unreadable) \
+            return min(1.0, d.failing / max(symptom, 1e-6)) * propagated_share(dep) * (1.0 - unreadable) \
                 * _covered(d, state, window, tolerance)
 
         dep_anomalous = any(failing_in_time(d) for d in deps)
