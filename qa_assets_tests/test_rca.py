@@ -822,3 +822,19 @@ def test_a_callers_earlier_slowness_does_not_keep_a_failing_dependency_from_expl
     result = rank([defect("D1", "gateway", end=15)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys)
     assert blamed(result, "D1") == ("orders", None)
+
+
+def test_a_dependency_named_in_errors_is_not_corroborated_by_a_change_older_than_the_callers_own():
+    # bff's own deploy breaks its handler for GET /accounts/{id}/transactions; transactions, healthy,
+    # deployed eight minutes earlier: the path names it, its older change does not make it the cause
+    graph = make_graph([("gateway", "bff"), ("bff", "transactions"), ("bff", "accounts")])
+    windows = make_windows({"gateway": {"client_calls": 100}, "bff": {"client_calls": 200},
+                            "transactions": {}, "accounts": {}})
+    anomalies = anomalies_frame(anomaly("bff", "error_rate", 0, 12, score=9))
+    template = "Unhandled error in GET /accounts/{id}/transactions: conversionRate is <*>"
+    log_events = pl.DataFrame(_error_lines("bff", template, template.replace("<*>", "undefined"),
+                                           range(0, 12), 3))
+    deploys = deployments(("chg-transactions", "transactions", -9, "code"), ("chg-bff", "bff", -1, "code"))
+    result = rank([defect("D1", "bff", end=12)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, log_events=log_events)
+    assert blamed(result, "D1") == ("bff", "chg-bff")

@@ -24,14 +24,14 @@ share the analysis), in five steps:
    blip, or one that ended as the service's began, does not explain a quarter-hour failure); where every
    dependency looks healthy, a failing one behind it, halved (a proxy passes failures on); a dependency
    that its new error messages name (a failed call or a URL host fully, a request path by half, an
-   uncorroborated name by the share of error lines that carry it, only for the service's errors); a
-   dependency without telemetry of its own (a blind spot, known from callers' client spans or the catalog's
-   ``dependsOn``) while the service's outgoing calls fail; a dependency changed shortly before the
-   service's onset (or, halved, a healthy dependency of such a healthy dependency: a contract change may
-   pass through a proxy), where no dependency is anomalous or most of the service's new errors say it could
-   not read a response, unless the service restarts or fills up; an upstream service whose traffic surged
-   (load is not a code defect). A service's onset is that of its first anomaly lasting more than one
-   window.
+   uncorroborated name (neither failing nor changed after the service's own change) by the share of error
+   lines that carry it, only for the service's errors); a dependency without telemetry of its own (a blind
+   spot, known from callers' client spans or the catalog's ``dependsOn``) while the service's outgoing
+   calls fail; a dependency changed shortly before the service's onset (or, halved, a healthy dependency of
+   such a healthy dependency: a contract change may pass through a proxy), where no dependency is anomalous
+   or most of the service's new errors say it could not read a response, unless the service restarts or
+   fills up; an upstream service whose traffic surged (load is not a code defect). A service's onset is
+   that of its first anomaly lasting more than one window.
 3. **Random walk.** A personalized PageRank over that implication graph (MicroRCA-style): the walk
    starts at symptoms, moves to the neighbours that explain them and stays where nothing explains the
    anomaly further. Symptoms weigh by how much of the analysed failure they last. It is one feature, not
@@ -90,7 +90,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.11.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.12.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -1090,9 +1090,10 @@ def analyse_incident(
                                 default=(0.0, None))
             named = named if naming > 0 else None
             # naming is evidence; stronger when the named dependency failed or changed too
+            # (a change on it corroborates only where it is fresher than the service's own)
             corroborated = named is not None and (failing_in_time(dep) or any(
-                _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) >= BLAME_MIN_RELEVANCE
-                for c in changes(dep, onset)))
+                BLAME_MIN_RELEVANCE <= _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN)
+                > own_relevance for c in changes(dep, onset) if could_cause(c, state)))
             if named is not None and not corroborated and topology.traced.get(dep) and client.strength <= 0:
                 # a dependency whose own spans look healthy, unchanged, while the calls to it did not fail:
                 # the text names something else (an endpoint of the caller, say `POST /cart`)
