@@ -838,3 +838,17 @@ def test_a_dependency_named_in_errors_is_not_corroborated_by_a_change_older_than
     result = rank([defect("D1", "bff", end=12)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys, log_events=log_events)
     assert blamed(result, "D1") == ("bff", "chg-bff")
+
+
+def test_evidence_lists_each_implication_once_per_service_and_reason():
+    # web calls pricing directly and through gateway: pricing's change implicates it along both ways
+    graph = make_graph([("web", "gateway"), ("web", "pricing"), ("gateway", "pricing")])
+    windows = make_windows({"web": {"client_calls": 100}, "gateway": {"client_calls": 100}, "pricing": {}})
+    anomalies = anomalies_frame(anomaly("web", "error_rate", 0, 20, score=9))
+    deploys = deployments(("chg-pricing", "pricing", -3, "code"))
+    result = rank([defect("D1", "web")], windows=windows, anomalies=anomalies, graph=graph, deploys=deploys)
+    ranked = result.filter(pl.col("defect_id") == "D1")
+    pricing = ranked.filter(pl.col("service") == "pricing").row(0, named=True)
+    implicated = json.loads(pricing["evidence"])["implicated_by"]
+    assert [(i["service"], i["reason"]) for i in implicated] == [("web", "changed_dependency")]
+    assert implicated[0]["strength"] > 0.3  # the direct one, not the one halved behind gateway

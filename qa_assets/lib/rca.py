@@ -1488,6 +1488,11 @@ def _evidence_json(c: Candidate, defect: dict[str, Any], analysis: IncidentAnaly
                 strongest[key] = sig
     signals = sorted(strongest.values(),
                      key=lambda s: (s["service"] != c.service, s.get("onset") or "", s["service"]))
+    # the strongest implication per service and reason (a dependency reached both directly and behind
+    # another one is implicated twice; the scores take the stronger)
+    implicated: dict[tuple[str, str], _Implication] = {}
+    for i in sorted(c.implicated_by, key=lambda i: -i.strength):
+        implicated.setdefault((i.source, i.reason), i)
     evidence = {
         "features": c.features,
         "weights": WEIGHTS,
@@ -1499,7 +1504,7 @@ def _evidence_json(c: Candidate, defect: dict[str, Any], analysis: IncidentAnaly
         "path_direction": direction,
         "implicated_by": [
             {"service": i.source, "reason": i.reason, "strength": round(i.strength, 3), "detail": i.detail}
-            for i in sorted(c.implicated_by, key=lambda i: -i.strength)[:10]
+            for i in list(implicated.values())[:10]
         ],
         "blind_spot": not topo.traced.get(c.service, False),
         "node_type": topo.node_type.get(c.service, "service"),
