@@ -852,3 +852,19 @@ def test_evidence_lists_each_implication_once_per_service_and_reason():
     implicated = json.loads(pricing["evidence"])["implicated_by"]
     assert [(i["service"], i["reason"]) for i in implicated] == [("web", "changed_dependency")]
     assert implicated[0]["strength"] > 0.3  # the direct one, not the one halved behind gateway
+
+
+def test_a_stray_error_before_a_change_does_not_clear_the_change_of_the_slowness_after_it():
+    # one broken-pipe line at -3, then rates' config change at -1 makes it slow: the change is the cause
+    graph = make_graph([("web", "rates")])
+    windows = make_windows({"web": {"client_calls": 100}, "rates": {}})
+    anomalies = anomalies_frame(
+        anomaly("rates", "error_rate", -3, -2, score=6),
+        anomaly("rates", "latency_p95_ms", 0, 15, score=9, value=400, expected=40),
+    )
+    line = "request failed: GET /quote: write tcp: broken pipe"
+    log_events = pl.DataFrame(_error_lines("rates", line, line, range(-3, -2)))
+    deploys = deployments(("cfg-rates", "rates", -1, "config"))
+    result = rank([defect("D1", "rates", end=15, defect_type="latency_regression")], windows=windows,
+                  anomalies=anomalies, graph=graph, deploys=deploys, log_events=log_events)
+    assert blamed(result, "D1") == ("rates", "cfg-rates")

@@ -38,9 +38,9 @@ share the analysis), in five steps:
    the verdict.
 4. **Score.** A weighted sum of generic features in [0, 1] (``WEIGHTS`` says why each weight).
 5. **Cause kind and change** from the evidence; confidence from a calibrator (``calibrate``). A change
-   that landed after a service's main new error was already being logged did not cause those errors:
-   it is listed as considered (``after_errors_began``), neither blamed nor weighed against a
-   dependency's change.
+   that landed after a service's main new error was already being logged did not cause those errors
+   (where errors, lasting more than a window, are its main symptom): it is listed as considered
+   (``after_errors_began``), neither blamed nor weighed against a dependency's change.
 
 A defect of a failing CI test is the exception: the test names its cause, the build it tested. Its first
 candidate is its own service with the deployment of the failing version (``_tested_build``); the
@@ -90,7 +90,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.12.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.12.1"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -452,8 +452,11 @@ class ServiceState:
     @property
     def errors_began(self) -> datetime | None:
         """When the service's main new error (the new template with the most lines) was first logged,
-        where its errors are anomalous; None otherwise."""
-        if self.families["errors"].strength <= 0 or not self.new_templates:
+        where errors are its main symptom (anomalous for more than one window, at least as clearly as
+        anything else of its own); None otherwise."""
+        errors = self.families["errors"]
+        if (errors.strength <= 0 or errors.strength < self.own or errors.onset is None or errors.last is None
+                or errors.last <= errors.onset or not self.new_templates):
             return None
         main = max(self.new_templates, key=lambda t: t["count"])
         return datetime.fromisoformat(main["first_seen"])
