@@ -868,3 +868,27 @@ def test_a_stray_error_before_a_change_does_not_clear_the_change_of_the_slowness
     result = rank([defect("D1", "rates", end=15, defect_type="latency_regression")], windows=windows,
                   anomalies=anomalies, graph=graph, deploys=deploys, log_events=log_events)
     assert blamed(result, "D1") == ("rates", "cfg-rates")
+
+
+def test_a_blip_of_slowness_shared_with_a_dependency_does_not_corroborate_naming_it_in_errors():
+    # exports' own deploy makes it reject requests; one line among them names delivery, and both are
+    # slow in the same single minute: delivery's blip says nothing about exports' errors
+    graph = make_graph([("edge", "exports"), ("exports", "delivery"), ("delivery", "tickets-db")],
+                       datastores=("tickets-db",))
+    windows = make_windows({"edge": {"client_calls": 100}, "exports": {"client_calls": 100},
+                            "delivery": {"client_calls": 100}, "tickets-db": {}})
+    slow = {"value": 300, "expected": 40}
+    anomalies = anomalies_frame(
+        anomaly("exports", "error_rate", 0, 10, score=9),
+        anomaly("exports", "latency_p95_ms", 3, 4, score=5, **slow),
+        anomaly("delivery", "latency_p95_ms", 3, 4, score=6, **slow),
+        anomaly("tickets-db", "latency_p95_ms", 3, 4, score=6, **slow),
+    )
+    rejected = "POST /exports rejected with 422: Response code 422 (Unprocessable Entity)"
+    named = "request to delivery failed: Response code 500 (Internal Server Error)"
+    log_events = pl.DataFrame(_error_lines("exports", rejected, rejected, range(0, 10), 3)
+                              + _error_lines("exports", named, named, range(2, 3)))
+    deploys = deployments(("chg-exports", "exports", -2, "code"))
+    result = rank([defect("D1", "exports", end=10)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, log_events=log_events)
+    assert blamed(result, "D1") == ("exports", "chg-exports")

@@ -90,7 +90,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.12.1"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.12.2"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -1044,22 +1044,22 @@ def analyse_incident(
         failures = max(state.families[f].strength for f in ("errors", "client"))
         failure_share = min(1.0, failures / max(symptom, 1e-6))
 
-        def propagated_share(dep: str) -> float:
+        def propagated_share(dep: str, kinds: tuple[str, ...] = ("errors", "latency", "client")) -> float:
             # the part of the caller's symptom a dependency's anomaly can have passed on: its errors,
             # latency or failing calls, each only if it began no earlier than the dependency's anomaly
             # (and while that lasted): slowness that set in before a dependency failed is not its doing
             d = states.get(dep)
             if d is None or d.failing <= 0 or d.onset is None:
                 return 0.0
-            families = (state.families[f] for f in ("errors", "latency", "client"))
+            families = (state.families[f] for f in kinds)
             passed_on = [family.strength for family in families
                          if family.strength > 0 and family.onset is not None
                          and d.onset <= family.onset + tolerance and still_failing(d, family.onset)]
             return min(1.0, max(passed_on, default=0.0) / max(symptom, 1e-6))
 
-        def failing_in_time(dep: str) -> bool:
-            # failing from no later than one of the caller's symptoms began, and still then
-            return propagated_share(dep) > 0
+        def failing_in_time(dep: str, kinds: tuple[str, ...] = ("errors", "latency", "client")) -> bool:
+            # failing from no later than one of the caller's symptoms (of these kinds) began, and still then
+            return propagated_share(dep, kinds) > 0
 
         def explains(dep: str) -> float:
             # a dependency failing at least as clearly as the caller explains the caller fully, as far
@@ -1094,7 +1094,7 @@ def analyse_incident(
             named = named if naming > 0 else None
             # naming is evidence; stronger when the named dependency failed or changed too
             # (a change on it corroborates only where it is fresher than the service's own)
-            corroborated = named is not None and (failing_in_time(dep) or any(
+            corroborated = named is not None and (failing_in_time(dep, ("errors", "client")) or any(
                 BLAME_MIN_RELEVANCE <= _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN)
                 > own_relevance for c in changes(dep, onset) if could_cause(c, state)))
             if named is not None and not corroborated and topology.traced.get(dep) and client.strength <= 0:
