@@ -1043,6 +1043,10 @@ def analyse_incident(
         # an error text explains errors and failing calls, not slowness
         failures = max(state.families[f].strength for f in ("errors", "client"))
         failure_share = min(1.0, failures / max(symptom, 1e-6))
+        # errors reading responses: slowness or an outage of a dependency does not make its responses
+        # unreadable, so an anomalous dependency does not explain them, and a dependency that changed what
+        # it sends is a suspect even where another one is anomalous
+        unreadable = _read_failure_share(state) * failure_share
 
         def propagated_share(dep: str, kinds: tuple[str, ...] = ("errors", "latency", "client")) -> float:
             # the part of the caller's symptom a dependency's anomaly can have passed on: its errors,
@@ -1072,10 +1076,6 @@ def analyse_incident(
                 * _covered(d, state, window, tolerance)
 
         dep_anomalous = any(failing_in_time(d) for d in deps)
-        # errors reading responses: slowness or an outage of a dependency does not make its responses
-        # unreadable, so an anomalous dependency does not explain them, and a dependency that changed what
-        # it sends is a suspect even where another one is anomalous
-        unreadable = _read_failure_share(state) * failure_share
         for dep in deps:
             dep_state = states.get(dep)
             if failing_in_time(dep):
@@ -1113,9 +1113,10 @@ def analyse_incident(
                     name, dep, client.strength / len(blind), "blind_dependency",
                     f"{name}'s outgoing calls failed; {dep} has no spans of its own"))
             if state.families["errors"].strength > 0 and (not dep_anomalous or unreadable >= 0.5):
-                # only where the dependencies look healthy: a fresh change on one of them (or, halved, on
-                # one of theirs that looks healthy too) is then the best explanation the graph offers (a
-                # contract change shows at the caller, not the callee, and may pass through a proxy)
+                # where the dependencies look healthy, or the service cannot read what one sent: a fresh
+                # change on one of them (or, halved, on one of theirs that looks healthy too) is then the
+                # best explanation the graph offers (a contract change shows at the caller, not the
+                # callee, and may pass through a proxy)
                 further = [d for d in topology.deps.get(dep, {}) if d != name
                            and not (states.get(d) is not None and states[d].failing > 0)]
                 for target, discount in ((dep, 1.0), *((d, 0.5) for d in further)):
