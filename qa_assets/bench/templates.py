@@ -9,9 +9,11 @@ Two workloads:
 
 Each workload's messages (the `Content` after the log_format split) go to qa-assets' miner, once assigning
 templates only (what Drain3's `add_log_message` does) and once with parameters too, and to Drain3 with
-its default settings, one message at a time. For the log file, the end-to-end time (read the file, split
-the header by the log_format, mine with parameters) is shown as well. Drain3 is benchmark-only: without
-it the comparison is skipped and said so.
+its default settings (a fresh miner), one message at a time. For the log file, the end-to-end time (read
+the file, split the header by the log_format, mine with parameters) is shown as well. Every measurement
+runs `--repeat` times, Drain3's too; the table shows the median and lists every time (on this machine the
+first run of a large job is often the slowest: fresh memory). Drain3 is benchmark-only: without it the
+comparison is skipped and said so.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +39,12 @@ class Measurement:
     workload: str
     method: str
     lines: int
-    seconds: float
+    runs: tuple[float, ...]  # seconds, every run
     templates: int | None
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.runs)
 
     @property
     def lines_per_second(self) -> float:
@@ -72,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "per million lines)",
     )
     parser.add_argument("--no-drain3", action="store_true", help="skip Drain3")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of every measurement; the median is shown (default: 3)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -80,6 +91,9 @@ def main(args: argparse.Namespace) -> int:
             "qa-assets bench templates: --log needs --log-format (the log_format of that file)",
             file=sys.stderr,
         )
+        return 2
+    if args.repeat < 1:
+        print("qa-assets bench templates: --repeat must be at least 1", file=sys.stderr)
         return 2
     drain3 = None if args.no_drain3 else _drain3_factory()
     if drain3 is None and not args.no_drain3:
@@ -94,16 +108,14 @@ def main(args: argparse.Namespace) -> int:
         print("Loghub 2k data not found: the Loghub workload is skipped (pass --data).")
     else:
         name = f"Loghub 2k x{args.loghub_repeat}"
-        results += _measure_messages(name, loghub, drain3, args.drain3_max_lines)
+        results += _measure_messages(name, loghub, drain3, args.drain3_max_lines, args.repeat)
 
     with tempfile.TemporaryDirectory(prefix="qa-assets-bench-") as scratch:
         log_path, log_format, label = _log_under_test(args, Path(scratch))
         if log_path is not None:
-            end_to_end, messages = _end_to_end(log_path, log_format)
-            results.append(
-                Measurement(label, "qa-assets end to end (read, split, mine + params)", *end_to_end)
-            )
-            results += _measure_messages(label, messages, drain3, args.drain3_max_lines)
+            end_to_end, messages = _end_to_end(log_path, log_format, label, args.repeat)
+            results.append(end_to_end)
+            results += _measure_messages(label, messages, drain3, args.drain3_max_lines, args.repeat)
 
     print()
     print(_format(results))
@@ -117,29 +129,38 @@ def _warm_up() -> None:
     mine_templates(pl.Series(["warm up 1", "warm up 2 user alice", "warm up 3 user bob"]))
 
 
+def _timed(run: Callable[[], object], repeat: int) -> tuple[tuple[float, ...], object]:
+    """Every run's seconds and the last run's result."""
+    runs, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = run()
+        runs.append(time.perf_counter() - start)
+    return tuple(runs), result
+
+
 def _measure_messages(
-    workload: str, messages: pl.Series, drain3, drain3_max_lines: int | None
+    workload: str, messages: pl.Series, drain3, drain3_max_lines: int | None, repeat: int
 ) -> list[Measurement]:
     from qa_assets.lib.templates import mine_templates
 
     results = []
     for with_params, method in ((False, "qa-assets templates"), (True, "qa-assets templates + params")):
-        start = time.perf_counter()
-        mined = mine_templates(messages, with_params=with_params)
-        seconds = time.perf_counter() - start
-        results.append(Measurement(workload, method, len(messages), seconds, mined["template_id"].n_unique()))
+        runs, mined = _timed(lambda: mine_templates(messages, with_params=with_params), repeat)
+        results.append(Measurement(workload, method, len(messages), runs, mined["template_id"].n_unique()))
     if drain3 is not None:
         subset = messages if drain3_max_lines is None else messages.head(drain3_max_lines)
         as_list = subset.fill_null("").to_list()
-        miner = drain3()
-        start = time.perf_counter()
-        for message in as_list:
-            miner.add_log_message(message)
-        seconds = time.perf_counter() - start
+
+        def feed_drain3():
+            miner = drain3()
+            for message in as_list:
+                miner.add_log_message(message)
+            return miner
+
+        runs, miner = _timed(feed_drain3, repeat)
         results.append(
-            Measurement(
-                workload, "Drain3 (default settings)", len(as_list), seconds, len(miner.drain.clusters)
-            )
+            Measurement(workload, "Drain3 (default settings)", len(as_list), runs, len(miner.drain.clusters))
         )
     return results
 
@@ -179,13 +200,12 @@ def _log_under_test(args: argparse.Namespace, scratch: Path) -> tuple[Path | Non
     return path, log_format, f"simulated {args.lines:,} lines"
 
 
-def _end_to_end(path: Path, log_format: str) -> tuple[tuple[int, float, int], pl.Series]:
+def _end_to_end(path: Path, log_format: str, label: str, repeat: int) -> tuple[Measurement, pl.Series]:
     from qa_assets.lib.templates import mine_log, read_log_lines
 
-    start = time.perf_counter()
-    mined = mine_log(read_log_lines(path), log_format)
-    seconds = time.perf_counter() - start
-    return (mined.height, seconds, mined["template_id"].n_unique()), mined["Content"]
+    runs, mined = _timed(lambda: mine_log(read_log_lines(path), log_format), repeat)
+    method = "qa-assets end to end (read, split, mine + params)"
+    return Measurement(label, method, mined.height, runs, mined["template_id"].n_unique()), mined["Content"]
 
 
 def _drain3_factory():
@@ -199,7 +219,7 @@ def _drain3_factory():
 
 
 def _format(results: list[Measurement]) -> str:
-    header = f"{'workload':<26} {'method':<50} {'lines':>10} {'seconds':>8} {'lines/s':>11} {'templates':>9}"
+    header = f"{'workload':<26} {'method':<50} {'lines':>10} {'median s':>8} {'lines/s':>11} {'templates':>9}"
     out = [header, "-" * len(header)]
     for r in results:
         templates = "-" if r.templates is None else str(r.templates)
@@ -218,5 +238,7 @@ def _format(results: list[Measurement]) -> str:
                     f"{workload}: {r.method} / Drain3 = {r.lines_per_second / drain.lines_per_second:.1f}x"
                 )
     if ratios:
-        out += ["", "throughput ratio (same lines):", *[f"  {line}" for line in ratios]]
+        out += ["", "throughput ratio (same lines, medians):", *[f"  {line}" for line in ratios]]
+    out += ["", "every run (seconds, in order):"]
+    out += [f"  {r.workload}: {r.method}: {', '.join(f'{s:.2f}' for s in r.runs)}" for r in results]
     return "\n".join(out)
