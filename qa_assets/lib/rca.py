@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -132,6 +132,8 @@ _FAMILY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("errors", ("error", "exception", "fail", "template", "fatal", "5xx", "status")),
 )
 OWN_FAMILIES = ("errors", "latency", "resource")
+PROPAGATED_FAMILIES = ("errors", "latency", "client")  # what a failing dependency can pass on to its callers
+FAILURE_FAMILIES = ("errors", "client")  # failures, as opposed to slowness: what an error text can explain
 
 
 class RcaInputError(ValueError):
@@ -781,22 +783,28 @@ def naming_weight(text: str, service: str) -> float:
     return 1.0 if names_service(_URL_PATH.sub(" ", text), service) else 0.5
 
 
-def _named_share(state: ServiceState, service: str) -> float:
-    """The share of a service's new error lines whose template (or sample line) names `service`; 1 where
-    no line counts are known (texts from defects)."""
+def _error_line_share(state: ServiceState, matches: Callable[[str], bool]) -> float | None:
+    """The share of a service's new error lines whose template (or sample line) `matches`; None where no
+    line counts are known (texts from defects)."""
     total = sum(n for _, n in state.error_lines)
     if total <= 0:
-        return 1.0
-    return sum(n for text, n in state.error_lines if names_service(text, service)) / total
+        return None
+    return sum(n for text, n in state.error_lines if matches(text)) / total
+
+
+def _named_share(state: ServiceState, service: str) -> float:
+    """The share of a service's new error lines that name `service`; 1 where no line counts are known."""
+    share = _error_line_share(state, lambda text: names_service(text, service))
+    return 1.0 if share is None else share
 
 
 def _read_failure_share(state: ServiceState) -> float:
     """The share of a service's new error lines that say it could not read a response (``_READ_FAILURE``);
     where no line counts are known, 1 if any of its error texts says so."""
-    total = sum(n for _, n in state.error_lines)
-    if total <= 0:
+    share = _error_line_share(state, lambda text: bool(_READ_FAILURE.search(text)))
+    if share is None:
         return 1.0 if any(_READ_FAILURE.search(text) for text in state.texts) else 0.0
-    return sum(n for text, n in state.error_lines if _READ_FAILURE.search(text)) / total
+    return share
 
 
 def _collect_texts(
@@ -1037,18 +1045,22 @@ def analyse_incident(
         # mix earlier incidents in, so they do not say which one fails now)
         blind = [d for d in deps if not topology.traced.get(d)
                  and not (states.get(d) is not None and states[d].failing > 0)]
-        own_changes = [c for c in changes(name, onset) if could_cause(c, state)]
+        def causal_changes(service: str) -> list[dict[str, Any]]:
+            # the changes on `service` before this service's onset that could have caused its errors
+            return [c for c in changes(service, onset) if could_cause(c, state)]
+
+        own_changes = causal_changes(name)
         own_relevance = max((_relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) for c in own_changes),
                             default=0.0)
         # an error text explains errors and failing calls, not slowness
-        failures = max(state.families[f].strength for f in ("errors", "client"))
+        failures = max(state.families[f].strength for f in FAILURE_FAMILIES)
         failure_share = min(1.0, failures / max(symptom, 1e-6))
         # errors reading responses: slowness or an outage of a dependency does not make its responses
         # unreadable, so an anomalous dependency does not explain them, and a dependency that changed what
         # it sends is a suspect even where another one is anomalous
         unreadable = _read_failure_share(state) * failure_share
 
-        def propagated_share(dep: str, kinds: tuple[str, ...] = ("errors", "latency", "client")) -> float:
+        def propagated_share(dep: str, kinds: tuple[str, ...] = PROPAGATED_FAMILIES) -> float:
             # the part of the caller's symptom a dependency's anomaly can have passed on: its errors,
             # latency or failing calls, each only if it began no earlier than the dependency's anomaly
             # (and while that lasted): slowness that set in before a dependency failed is not its doing
@@ -1061,7 +1073,7 @@ def analyse_incident(
                          and d.onset <= family.onset + tolerance and still_failing(d, family.onset)]
             return min(1.0, max(passed_on, default=0.0) / max(symptom, 1e-6))
 
-        def failing_in_time(dep: str, kinds: tuple[str, ...] = ("errors", "latency", "client")) -> bool:
+        def failing_in_time(dep: str, kinds: tuple[str, ...] = PROPAGATED_FAMILIES) -> bool:
             # failing from no later than one of the caller's symptoms (of these kinds) began, and still then
             return propagated_share(dep, kinds) > 0
 
@@ -1094,9 +1106,9 @@ def analyse_incident(
             named = named if naming > 0 else None
             # naming is evidence; stronger when the named dependency failed or changed too
             # (a change on it corroborates only where it is fresher than the service's own)
-            corroborated = named is not None and (failing_in_time(dep, ("errors", "client")) or any(
+            corroborated = named is not None and (failing_in_time(dep, FAILURE_FAMILIES) or any(
                 BLAME_MIN_RELEVANCE <= _relevance(c["minutes_before_onset"], CHANGE_HALF_LIFE_MIN)
-                > own_relevance for c in changes(dep, onset) if could_cause(c, state)))
+                > own_relevance for c in causal_changes(dep)))
             if named is not None and not corroborated and topology.traced.get(dep) and client.strength <= 0:
                 # a dependency whose own spans look healthy, unchanged, while the calls to it did not fail:
                 # the text names something else (an endpoint of the caller, say `POST /cart`)
@@ -1120,7 +1132,7 @@ def analyse_incident(
                 further = [d for d in topology.deps.get(dep, {}) if d != name
                            and not (states.get(d) is not None and states[d].failing > 0)]
                 for target, discount in ((dep, 1.0), *((d, 0.5) for d in further)):
-                    dep_changes = [c for c in changes(target, onset) if could_cause(c, state)]
+                    dep_changes = causal_changes(target)
                     if not dep_changes:
                         continue
                     best = min(dep_changes, key=lambda c: max(c["minutes_before_onset"], 0.0))
