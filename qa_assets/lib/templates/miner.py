@@ -1089,8 +1089,6 @@ def _evaluate_structure(
     """The parameters of the lines of one recipe structure, one string column per parameter: a span
     piece is a gather from the flat spans (null where the line has no such span), a literal piece a gather
     from the literals of each line's shape, and a parameter of several pieces their concatenation."""
-    if not len(line_codes):
-        return [pl.Series([], dtype=pl.String) for _ in structure]
     row_of_code = np.zeros(int(max(structure_codes)) + 1, dtype=np.int64)
     row_of_code[structure_codes] = np.arange(len(structure_codes))
     literal_row = pl.Series(row_of_code[line_codes])
@@ -1106,8 +1104,8 @@ def _evaluate_structure(
             else:
                 parts.append(flat.gather(np.where(piece < span_counts, span_starts + piece, missing)))
         if len(parts) > 1:
-            joined = pl.DataFrame({f"_{i}": part for i, part in enumerate(parts)}).select(pl.concat_str(pl.all()))
-            params.append(joined.to_series())
+            joined = pl.DataFrame({f"_{i}": part for i, part in enumerate(parts)})
+            params.append(joined.select(pl.concat_str(pl.all())).to_series())
         else:
             params.append(parts[0])
     return params
