@@ -90,7 +90,8 @@ def test_qa_assets_run_over_a_simulated_landing_directory(tmp_path, capsys, monk
     assert "stored records per source" in out
     with warehouse.connect(tmp_path / "wh.duckdb", read_only=True) as con:
         for table in ("raw.spans", "raw.logs", "raw.metrics", "raw.deployments", "signals.log_events",
-                      "signals.call_edges", "signals.service_graph_nodes", "signals.service_graph_edges",
+                      "signals.call_edges", "signals.request_calls", "signals.service_graph_nodes",
+                      "signals.service_graph_edges",
                       "signals.service_windows"):
             assert con.execute(warehouse.statement("SELECT count(*) FROM {t}", t=table)).fetchone()[0] > 0, table
         pending = con.execute("SELECT count(*) FROM raw.ingested_files WHERE status <> 'ingested'").fetchone()[0]

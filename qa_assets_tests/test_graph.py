@@ -197,6 +197,34 @@ def test_call_edges_of_no_spans_is_empty_and_missing_columns_are_named() -> None
         g.call_edges(pl.DataFrame({"trace_id": ["t"], "span_id": ["s"]}))
 
 
+def test_request_calls_count_the_requests_that_called_each_dependency_and_failed() -> None:
+    # shop_spans, plus a failed frontend request two minutes later that called nothing
+    late = spans_frame([span("t7", "g1", "frontend", "SERVER", at=130, status="ERROR", http=503)])
+    rows = g.request_calls(pl.concat([shop_spans(), late]))
+    assert rows.schema == pl.Schema(g.REQUEST_CALLS)
+    got = {(r["window_start"].minute, r["caller"], r["callee"]):
+           (r["requests"], r["failed"], r["requests_calling"], r["failed_calling"]) for r in rows.iter_rows(named=True)}
+    assert got == {
+        # cart: t1-t3 seen from cart, t4 only from frontend's call to cart's IP; mailer behind the broker
+        (0, "frontend", "cart"): (6, 0, 4, 0),
+        (0, "frontend", "payment-gw"): (6, 0, 1, 0),
+        (0, "frontend", "events-bus"): (6, 0, 1, 0),
+        (0, "frontend", "mailer"): (6, 0, 1, 0),
+        (0, "frontend", "inventory"): (6, 0, 1, 0),
+        # cart's first span arrived twice: still one request; t2 failed at cart without calling the db
+        (0, "cart", "orders-db"): (3, 1, 1, 0),
+        # the failed request of minute 2 called nothing: every dependency gets the window, with no calls
+        **{(2, "frontend", callee): (1, 1, 0, 0) for callee in ("cart", "payment-gw", "events-bus", "mailer",
+                                                                  "inventory")},
+    }
+
+
+def test_request_calls_of_no_spans_is_empty_and_a_bad_window_is_named() -> None:
+    assert g.request_calls(pl.DataFrame(schema=SPANS)).schema == pl.Schema(g.REQUEST_CALLS)
+    with pytest.raises(g.GraphInputError, match="window_minutes"):
+        g.request_calls(shop_spans(), window_minutes=7)
+
+
 def test_merging_partitions_adds_counts_like_one_pass(spans: pl.DataFrame, edges: pl.DataFrame) -> None:
     early = spans.filter(pl.col("trace_id").is_in(["t1", "t2", "t5"]))
     late = spans.filter(~pl.col("trace_id").is_in(["t1", "t2", "t5"]))

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from qa_assets.lib import graph as graph_lib
 from qa_assets.lib import rca
 
 T0 = datetime(2026, 3, 4, 10, 0)  # the incident's onset
@@ -106,11 +107,29 @@ def deployments(*changes: tuple[str, str, int, str]) -> pl.DataFrame:
                                            "changed_files": pl.List(pl.String), "previous_version": pl.String})
 
 
-def rank(defects: list[dict], *, windows, anomalies, graph, deploys=None, log_events=None) -> pl.DataFrame:
+def rank(defects: list[dict], *, windows, anomalies, graph, deploys=None, log_events=None,
+         request_calls=None) -> pl.DataFrame:
     return rca.rank_root_causes(
         pl.DataFrame(defects), windows=windows, anomalies=anomalies, graph=graph,
         deployments=deploys if deploys is not None else deployments(), log_events=log_events,
+        request_calls=request_calls,
     )
+
+
+def request_calls(caller: str, per_minute: int, calling: dict[str, float], *, failed: dict[int, int],
+                  failed_calling: dict[str, float]) -> pl.DataFrame:
+    """graph.request_calls rows of `caller` over the test's minutes: `per_minute` requests, the share
+    of them calling each dependency, `failed[m]` failed ones from minute offset m on (default 0) and the
+    share of the failed ones that called each dependency."""
+    rows = []
+    for i in range(MINUTES):
+        m = i - (T0 - START).seconds // 60
+        bad = next((n for since, n in sorted(failed.items(), reverse=True) if m >= since), 0)
+        for callee, share in calling.items():
+            rows.append({"window_start": T0 + timedelta(minutes=m), "caller": caller, "callee": callee,
+                         "requests": per_minute, "failed": bad, "requests_calling": round(per_minute * share),
+                         "failed_calling": round(bad * failed_calling[callee])})
+    return pl.DataFrame(rows, schema=graph_lib.REQUEST_CALLS)
 
 
 def top(result: pl.DataFrame, defect_id: str) -> dict:
@@ -386,7 +405,11 @@ def test_every_ranking_yields_one_decision_log_row_and_feedback_calibrates():
                                 code_version_text="test")
     assert log.schema == pl.Schema(governance.DECISION_LOG)
     assert sorted(log["subject_id"].to_list()) == ["D1", "D2"]
-    assert set(log["status"]) == {"proposed"}
+    top1 = result.filter(pl.col("rank") == 1).sort("defect_id")
+    assert log.sort("subject_id")["status"].to_list() == [
+        "proposed" if c >= rca.REVIEW_BELOW_CONFIDENCE else "needs_review" for c in top1["confidence"]]
+    assert log.sort("subject_id")["rationale"].to_list() == top1["explanation"].str.slice(0, 2000).to_list()
+    assert log["model_version"].str.starts_with(rca.MODEL_VERSION + "+").all()
     assert log["outcome"].str.starts_with("api:").all()
     assert log["model_name"].unique().to_list() == [rca.MODEL_NAME]
     again = rca.decision_log_rows(result, feature_set_id="fs-test", input_partitions=["2026-03-04T10"],
@@ -892,3 +915,20 @@ def test_a_blip_of_slowness_shared_with_a_dependency_does_not_corroborate_naming
     result = rank([defect("D1", "exports", end=10)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys, log_events=log_events)
     assert blamed(result, "D1") == ("exports", "chg-exports")
+
+
+def test_the_changed_dependency_the_failed_requests_called_is_the_suspect_not_a_fresher_one():
+    # bff's POST /login fails after auth's deploy; statements deployed a minute before the errors and
+    # accounts turned slow meanwhile, but the traces show every failed request called auth, not them
+    graph = make_graph([("bff", "auth"), ("bff", "accounts"), ("bff", "statements")])
+    windows = make_windows({"bff": {"client_calls": 200}, "auth": {}, "accounts": {}, "statements": {}})
+    anomalies = anomalies_frame(
+        anomaly("accounts", "latency_p95_ms", -2, 6, score=9, value=300, expected=40),
+        anomaly("bff", "error_rate", 0, 15, score=9),
+    )
+    deploys = deployments(("chg-auth", "auth", -3, "code"), ("chg-statements", "statements", -1, "code"))
+    calls = request_calls("bff", 100, {"auth": 1.0, "accounts": 0.4, "statements": 0.1},
+                          failed={-200: 1, 0: 12}, failed_calling={"auth": 1.0, "accounts": 0.0, "statements": 0.0})
+    result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, request_calls=calls)
+    assert blamed(result, "D1") == ("auth", "chg-auth")

@@ -62,6 +62,7 @@ class PipelineRun:
     log_events: pl.DataFrame
     graph_nodes: pl.DataFrame
     graph_edges: pl.DataFrame
+    request_calls: pl.DataFrame  # graph.request_calls of every hour
     seconds: dict[str, float] = field(default_factory=dict)
 
     def latest_defects(self) -> pl.DataFrame:
@@ -106,6 +107,7 @@ def run_pipeline(
     deployments, tests, catalog = frames["deployments"], frames["test_cases"], frames.get("catalog")
     all_windows, all_anomalies, all_defects, all_events = [], [], [], []
     edge_parts: list[pl.DataFrame] = []
+    request_parts: list[pl.DataFrame] = []
     nodes = edges = pl.DataFrame()
     previous = pl.DataFrame(schema=grouping.DEFECTS)
     for hour in _hours(frames):
@@ -128,6 +130,7 @@ def run_pipeline(
             history_deployments=deployments.filter(pl.col("timestamp") < hour),
         )
         edge_parts.append(graph_lib.call_edges(hour_spans))
+        request_parts.append(graph_lib.request_calls(hour_spans))
         graph = graph_lib.build_graph(
             spans_edges=graph_lib.merge_call_edges(edge_parts),
             catalog=catalog,
@@ -187,6 +190,7 @@ def run_pipeline(
         log_events=pl.concat(all_events) if all_events else pl.DataFrame(),
         graph_nodes=nodes,
         graph_edges=edges,
+        request_calls=pl.concat(request_parts) if request_parts else pl.DataFrame(schema=graph_lib.REQUEST_CALLS),
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
 

@@ -61,6 +61,7 @@ class RunInputs:
     log_events: pl.DataFrame | None
     defects_source: str  # pipeline | ground-truth
     frames: dict[str, pl.DataFrame] | None = None  # the raw tables (load_landing_frames), for later stages
+    request_calls: pl.DataFrame | None = None  # graph.request_calls: which calls the failed requests made
 
 
 InputBuilder = Callable[[Path, dict[str, Any]], RunInputs]
@@ -119,7 +120,7 @@ def pipeline_inputs(landing: Path, truth: dict[str, Any], *, defects_source: str
     else:
         defects, source = run.latest_defects().drop("_partition", strict=False), "pipeline"
     return RunInputs(defects, run.windows, run.anomalies, graph, frames["deployments"], run.log_events, source,
-                     frames)
+                     frames, run.request_calls)
 
 
 # ------------------------------------------------------------------------------- judging
@@ -172,7 +173,7 @@ def judge_run(name: str, inputs: RunInputs, truth: dict[str, Any], *, max_candid
     ranked = rca.rank_root_causes(
         inputs.defects, windows=inputs.windows, anomalies=inputs.anomalies, graph=inputs.graph,
         deployments=inputs.deployments, log_events=inputs.log_events, max_candidates=max_candidates,
-        lookback=lookback,
+        lookback=lookback, request_calls=inputs.request_calls,
     )
     matches = _match(inputs.defects, truth)
     # A fault's first defect: the earliest that opened during the fault (from MATCH_BEFORE before its

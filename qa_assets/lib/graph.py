@@ -88,6 +88,17 @@ CALL_EDGES: dict[str, pl.DataType] = {
     "observed_from": pl.String,  # callee | caller | both
 }
 
+# What `request_calls` returns: one row per caller, callee and window.
+REQUEST_CALLS: dict[str, pl.DataType] = {
+    "window_start": TS,
+    "caller": pl.String,
+    "callee": pl.String,
+    "requests": pl.Int64,  # the caller's requests in the window (traces through it)
+    "failed": pl.Int64,  # of them, those that failed at the caller
+    "requests_calling": pl.Int64,  # of the caller's requests, those that called the callee
+    "failed_calling": pl.Int64,  # of those, the failed ones
+}
+
 # What `span_services` returns: one row per service that has spans.
 SPAN_SERVICES: dict[str, pl.DataType] = {
     "service": pl.String,
@@ -202,65 +213,10 @@ def call_edges(spans: pl.DataFrame) -> pl.DataFrame:
     _require(spans, "spans", _SPAN_COLUMNS, "raw.spans (qa_assets.lib.ingest.tables.SPANS)")
     if spans.height == 0:
         return pl.DataFrame(schema=CALL_EDGES)
-    base = spans.lazy().select(
-        pl.col("trace_id", "span_id", "parent_span_id", "service", "start_time", "peer_service", "db_system"),
-        pl.col("kind"),  # upper-case per the SPANS contract
-        pl.col("duration_ms").cast(pl.Float64),
-        _failed().alias("failed"),
-    ).filter(pl.col("service").is_not_null())
-
-    has_parent = pl.col("parent_span_id").is_not_null()
-    children = base.filter(pl.col("kind").is_in(_SERVER_KINDS) & has_parent).select(
-        "trace_id", "span_id", "parent_span_id", pl.col("service").alias("callee"), "duration_ms", "failed",
-        "start_time",
-    )
-    parents = base.select(
-        "trace_id",
-        pl.col("span_id").alias("parent_span_id"),
-        pl.col("service").alias("caller"),
-        pl.col("kind").alias("parent_kind"),
-        pl.col("peer_service").alias("parent_peer"),
-    )
-    # A span delivered twice (at-least-once exporters) is one call: dedupe the joined calls by the child
-    # span, which also undoes the fan-out of a duplicated parent (cheaper than deduping all spans).
-    linked = (
-        children.join(parents, on=["trace_id", "parent_span_id"], how="inner")
-        .filter(pl.col("caller") != pl.col("callee"))
-        .unique(subset=["trace_id", "span_id"], keep="any")
-    )
-    client_spans = base.filter(
-        pl.col("kind").is_in(_CLIENT_KINDS) & pl.col("peer_service").is_not_null()
-    ).unique(subset=["trace_id", "span_id"], keep="any")
-    linked, client_spans, traced_names = pl.collect_all(
-        [linked, client_spans, base.select(pl.col("service").unique())]
-    )
-    traced = set(traced_names["service"].to_list())
+    linked, client_spans, traced = _observed_calls(spans)
     server_side = linked.group_by("caller", "callee").agg(_call_stats())
-    # Peer names that the traces tie to exactly one callee service (IP addresses, aliases, FQDNs).
-    # Only CLIENT parents: a PRODUCER's peer is the broker, not the consumer behind it.
-    peer_aliases = (
-        linked.filter((pl.col("parent_kind") == "CLIENT") & pl.col("parent_peer").is_not_null())
-        .group_by("parent_peer")
-        .agg(pl.col("callee").unique().alias("callees"))
-        .filter(pl.col("callees").list.len() == 1)
-    )
-    aliases = dict(zip(peer_aliases["parent_peer"].to_list(), peer_aliases["callees"].list.first().to_list(),
-                       strict=True))
-    peers = client_spans["peer_service"].unique().to_list()
-    resolved = []
-    for peer in peers:  # distinct peer names: a small set
-        if peer in traced:
-            resolved.append(peer)
-        elif peer in aliases:
-            resolved.append(aliases[peer])
-        else:
-            resolved.append(normalize_peer(peer) or peer)
-    peer_map = pl.DataFrame({"peer_service": peers, "callee": resolved},
-                            schema={"peer_service": pl.String, "callee": pl.String})
     client_side = (
-        client_spans.join(peer_map, on="peer_service", how="left")
-        .rename({"service": "caller"})
-        .filter(pl.col("caller") != pl.col("callee"))
+        client_spans
         .group_by("caller", "callee")
         .agg(
             *_call_stats(),
@@ -298,6 +254,116 @@ def call_edges(spans: pl.DataFrame) -> pl.DataFrame:
         .alias("callee_type")
     )
     return conform(edges, CALL_EDGES).sort("caller", "callee")
+
+
+def _span_base(spans: pl.DataFrame) -> pl.LazyFrame:
+    return spans.lazy().select(
+        pl.col("trace_id", "span_id", "parent_span_id", "service", "start_time", "peer_service", "db_system"),
+        pl.col("kind"),  # upper-case per the SPANS contract
+        pl.col("duration_ms").cast(pl.Float64),
+        _failed().alias("failed"),
+    ).filter(pl.col("service").is_not_null())
+
+
+def _observed_calls(spans: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
+    """Every call in ``spans``, as the callee saw it (its server span under a span of another service:
+    ``trace_id``, ``span_id``, ``caller``, ``callee``, ``duration_ms``, ``failed``, ``start_time``) and as
+    the caller saw it (its client spans, with the peer resolved to a ``callee``, plus ``kind`` and
+    ``db_system``), and the names of the services with spans."""
+    base = _span_base(spans)
+    has_parent = pl.col("parent_span_id").is_not_null()
+    children = base.filter(pl.col("kind").is_in(_SERVER_KINDS) & has_parent).select(
+        "trace_id", "span_id", "parent_span_id", pl.col("service").alias("callee"), "duration_ms", "failed",
+        "start_time",
+    )
+    parents = base.select(
+        "trace_id",
+        pl.col("span_id").alias("parent_span_id"),
+        pl.col("service").alias("caller"),
+        pl.col("kind").alias("parent_kind"),
+        pl.col("peer_service").alias("parent_peer"),
+    )
+    # A span delivered twice (at-least-once exporters) is one call: dedupe the joined calls by the child
+    # span, which also undoes the fan-out of a duplicated parent (cheaper than deduping all spans).
+    linked = (
+        children.join(parents, on=["trace_id", "parent_span_id"], how="inner")
+        .filter(pl.col("caller") != pl.col("callee"))
+        .unique(subset=["trace_id", "span_id"], keep="any")
+    )
+    client_spans = base.filter(
+        pl.col("kind").is_in(_CLIENT_KINDS) & pl.col("peer_service").is_not_null()
+    ).unique(subset=["trace_id", "span_id"], keep="any")
+    linked, client_spans, traced_names = pl.collect_all(
+        [linked, client_spans, base.select(pl.col("service").unique())]
+    )
+    traced = set(traced_names["service"].to_list())
+    # Peer names that the traces tie to exactly one callee service (IP addresses, aliases, FQDNs).
+    # Only CLIENT parents: a PRODUCER's peer is the broker, not the consumer behind it.
+    peer_aliases = (
+        linked.filter((pl.col("parent_kind") == "CLIENT") & pl.col("parent_peer").is_not_null())
+        .group_by("parent_peer")
+        .agg(pl.col("callee").unique().alias("callees"))
+        .filter(pl.col("callees").list.len() == 1)
+    )
+    aliases = dict(zip(peer_aliases["parent_peer"].to_list(), peer_aliases["callees"].list.first().to_list(),
+                       strict=True))
+    peers = client_spans["peer_service"].unique().to_list()
+    resolved = []
+    for peer in peers:  # distinct peer names: a small set
+        if peer in traced:
+            resolved.append(peer)
+        elif peer in aliases:
+            resolved.append(aliases[peer])
+        else:
+            resolved.append(normalize_peer(peer) or peer)
+    peer_map = pl.DataFrame({"peer_service": peers, "callee": resolved},
+                            schema={"peer_service": pl.String, "callee": pl.String})
+    client_side = (
+        client_spans.join(peer_map, on="peer_service", how="left")
+        .rename({"service": "caller"})
+        .filter(pl.col("caller") != pl.col("callee"))
+    )
+    return linked, client_side, traced
+
+
+def request_calls(spans: pl.DataFrame, window_minutes: int = 1) -> pl.DataFrame:
+    """Per caller, callee and window: how many of the caller's requests called the callee, and how many
+    of those failed, beside the caller's requests and failed requests of the window (``REQUEST_CALLS``).
+
+    A request is a trace through the caller (its SERVER/CONSUMER spans in one trace, failed when one of
+    them failed), in the window its first server span started in; it called the callee when the trace
+    holds a call between the two, seen from either side. Every callee the caller called during ``spans``
+    gets a row in every window the caller served requests in (zero where it was not called), so the
+    failures of a window are counted whatever the calls. Whether the failing requests were the ones that
+    called a dependency tells a dependency that broke them from one that merely changed or slowed."""
+    _require(spans, "spans", _SPAN_COLUMNS, "raw.spans (qa_assets.lib.ingest.tables.SPANS)")
+    if not isinstance(window_minutes, int) or window_minutes <= 0 or 60 % window_minutes:
+        raise GraphInputError(f"window_minutes must be a whole divisor of 60, got {window_minutes!r}")
+    if spans.height == 0:
+        return pl.DataFrame(schema=REQUEST_CALLS)
+    linked, client_side, _ = _observed_calls(spans)
+    requests = (
+        _span_base(spans)
+        .filter(pl.col("kind").is_in(_SERVER_KINDS) & pl.col("trace_id").is_not_null())
+        .group_by("trace_id", pl.col("service").alias("caller"))
+        .agg(pl.col("start_time").min().dt.truncate(f"{window_minutes}m").alias("window_start"),
+             pl.col("failed").any())
+        .collect()
+    )
+    calls = pl.concat([linked.select("trace_id", "caller", "callee"),
+                       client_side.select("trace_id", "caller", "callee")]).unique()
+    per_window = requests.group_by("caller", "window_start").agg(
+        pl.len().cast(pl.Int64).alias("requests"), pl.col("failed").sum().cast(pl.Int64).alias("failed"))
+    calling = requests.join(calls, on=["trace_id", "caller"]).group_by("caller", "callee", "window_start").agg(
+        pl.len().cast(pl.Int64).alias("requests_calling"),
+        pl.col("failed").sum().cast(pl.Int64).alias("failed_calling"))
+    callees = calls.select("caller", "callee").unique()
+    rows = (
+        per_window.join(callees, on="caller")
+        .join(calling, on=["caller", "callee", "window_start"], how="left")
+        .with_columns(pl.col("requests_calling", "failed_calling").fill_null(0))
+    )
+    return conform(rows, REQUEST_CALLS).sort("window_start", "caller", "callee")
 
 
 def span_services(spans: pl.DataFrame) -> pl.DataFrame:

@@ -30,8 +30,11 @@ share the analysis), in five steps:
    calls fail; a dependency changed shortly before the service's onset (or, halved, a healthy dependency of
    such a healthy dependency: a contract change may pass through a proxy), where no dependency is anomalous
    or most of the service's new errors say it could not read a response, unless the service restarts or
-   fills up; an upstream service whose traffic surged (load is not a code defect). A service's onset is
-   that of its first anomaly lasting more than one window.
+   fills up; an upstream service whose traffic surged (load is not a code defect). Where the traces show
+   which dependencies the service's extra failed requests called (``graph.request_calls``), a dependency
+   fewer than ``PATH_MIN_SHARE`` of them called does not explain its errors, and a change on a dependency
+   implicates it only as far as they called it. A service's onset is that of its first anomaly lasting
+   more than one window.
 3. **Random walk.** A personalized PageRank over that implication graph (MicroRCA-style): the walk
    starts at symptoms, moves to the neighbours that explain them and stays where nothing explains the
    anomaly further. Symptoms weigh by how much of the analysed failure they last. It is one feature, not
@@ -90,7 +93,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.12.2"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.13.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -134,6 +137,8 @@ _FAMILY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 OWN_FAMILIES = ("errors", "latency", "resource")
 PROPAGATED_FAMILIES = ("errors", "latency", "client")  # what a failing dependency can pass on to its callers
 FAILURE_FAMILIES = ("errors", "client")  # failures, as opposed to slowness: what an error text can explain
+PATH_MIN_EXTRA_FAILED = 5.0  # traces tell which calls the failing requests made from this many extra failures
+PATH_MIN_SHARE = 0.5  # a dependency called by fewer of the extra failed requests did not fail them
 
 
 class RcaInputError(ValueError):
@@ -429,6 +434,13 @@ class ServiceState:
     traffic_ratio: float | None = None
     memory_ratio: float | None = None
     restarts: int = 0
+    # per dependency: the share of the service's extra failed requests that called it (None: traces do
+    # not tell; a dependency missing from it was not seen called in the traces)
+    failure_paths: dict[str, float] | None = None
+
+    def path_share(self, dep: str) -> float | None:
+        """The share of this service's extra failed requests that called ``dep``; None where unknown."""
+        return None if self.failure_paths is None else self.failure_paths.get(dep)
 
     @property
     def own(self) -> float:
@@ -754,6 +766,38 @@ _WORD_SPLIT = re.compile(r"([a-z0-9])([A-Z])")
 _WORDS = re.compile(r"[a-z0-9]+")
 
 
+def _failure_paths(request_calls: pl.DataFrame, service: str, since: datetime, until: datetime,
+                   baseline_start: datetime) -> dict[str, float] | None:
+    """Per dependency, the share of ``service``'s extra failed requests in [since, until) that called it
+    (``graph.request_calls`` rows). Extra: beyond the failure rate of [baseline_start, since), overall and
+    among the requests that called the dependency, so a dependency that fails some requests every day
+    does not count for a new failure. None where the traces show fewer than ``PATH_MIN_EXTRA_FAILED``
+    extra failed requests (errors only in logs, or no spans through the service)."""
+    rows = request_calls.filter((pl.col("caller") == service) & (pl.col("window_start") >= baseline_start)
+                                & (pl.col("window_start") < until))
+    if rows.height == 0:
+        return None
+    during = pl.col("window_start") >= since
+    per_callee = rows.group_by("callee").agg(
+        *(pl.col(c).filter(during).sum().alias(c) for c in ("requests_calling", "failed_calling")),
+        *(pl.col(c).filter(~during).sum().alias(f"base_{c}") for c in ("requests_calling", "failed_calling")),
+    )
+    totals = rows.unique(["window_start"]).select(
+        pl.col("requests").filter(during).sum(), pl.col("failed").filter(during).sum(),
+        pl.col("requests").filter(~during).sum().alias("base_requests"),
+        pl.col("failed").filter(~during).sum().alias("base_failed"),
+    ).row(0, named=True)
+    base_rate = totals["base_failed"] / totals["base_requests"] if totals["base_requests"] else 0.0
+    extra = totals["failed"] - totals["requests"] * base_rate
+    if extra < PATH_MIN_EXTRA_FAILED:
+        return None
+    shares = {}
+    for r in per_callee.iter_rows(named=True):
+        rate = r["base_failed_calling"] / r["base_requests_calling"] if r["base_requests_calling"] else base_rate
+        shares[r["callee"]] = min(1.0, max(0.0, r["failed_calling"] - r["requests_calling"] * rate) / extra)
+    return shares
+
+
 def _words(text: str) -> list[str]:
     return _WORDS.findall(_WORD_SPLIT.sub(r"\1 \2", text).lower())
 
@@ -984,6 +1028,7 @@ def analyse_incident(
     window: timedelta,
     first: datetime | None = None,
     last: datetime | None = None,
+    request_calls: pl.DataFrame | None = None,
 ) -> IncidentAnalysis:
     """Symptoms, implications, the random walk and the features of every candidate around one onset.
 
@@ -1001,6 +1046,13 @@ def analyse_incident(
         if name not in topology.node_type:  # not in the graph: own requests or logs in the windows count
             topology.add_node(name, traced=states[name].own_telemetry)
     _collect_texts(states, incident_defects, log_events, baseline_start, start, end)
+    if request_calls is not None and request_calls.height:
+        nearby = request_calls.filter(pl.col("window_start").is_between(baseline_start, end + window))
+        for name, state in states.items():
+            errors = state.families["errors"]
+            if errors.strength > 0 and errors.onset is not None:
+                state.failure_paths = _failure_paths(nearby, name, errors.onset,
+                                                     (errors.last or errors.onset) + window, baseline_start)
 
     # ---- implication: which neighbour explains each symptomatic service
     tolerance = window
@@ -1067,6 +1119,10 @@ def analyse_incident(
             d = states.get(dep)
             if d is None or d.failing <= 0 or d.onset is None:
                 return 0.0
+            path = state.path_share(dep)
+            if path is not None and path < PATH_MIN_SHARE:
+                # the traces show that most of the service's failed requests did not call it
+                kinds = tuple(k for k in kinds if k != "errors")
             families = (state.families[f] for f in kinds)
             passed_on = [family.strength for family in families
                          if family.strength > 0 and family.onset is not None
@@ -1131,12 +1187,16 @@ def analyse_incident(
                 # callee, and may pass through a proxy)
                 further = [d for d in topology.deps.get(dep, {}) if d != name
                            and not (states.get(d) is not None and states[d].failing > 0)]
+                # a change reaches the service's failed requests only as far as they called the dependency
+                path = state.path_share(dep)
+                on_path = 1.0 if path is None else path
                 for target, discount in ((dep, 1.0), *((d, 0.5) for d in further)):
                     dep_changes = causal_changes(target)
                     if not dep_changes:
                         continue
                     best = min(dep_changes, key=lambda c: max(c["minutes_before_onset"], 0.0))
-                    relevance = _relevance(best["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) * discount
+                    relevance = (_relevance(best["minutes_before_onset"], CHANGE_HALF_LIFE_MIN) * discount
+                                 * on_path)
                     if relevance > own_relevance and relevance >= BLAME_MIN_RELEVANCE:
                         # a service that restarts or fills up is failing of its own accord
                         implications.append(_Implication(
@@ -1323,6 +1383,7 @@ def rank_root_causes(
     max_candidates: int = 5,
     lookback: timedelta = timedelta(minutes=60),
     calibrator: Calibrator | None = None,
+    request_calls: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Ranked candidate root causes of every defect (ROOT_CAUSES rows, ``max_candidates`` per defect).
 
@@ -1375,7 +1436,7 @@ def rank_root_causes(
                 analyses[key] = analyse_incident(
                     str(incident_id), scope, windows=windows, anomalies=anomalies, topology=topology,
                     deployments=deployments, log_events=log_events, lookback=lookback, scales=scales,
-                    window=window, first=first, last=last,
+                    window=window, first=first, last=last, request_calls=request_calls,
                 )
             analysis = analyses[key]
             ranked = _rank_for_defect(defect, analysis, deployments, lookback, window, max_candidates)
@@ -1652,6 +1713,7 @@ def explain_markdown(defect_row: dict[str, Any], candidates: pl.DataFrame) -> st
 
 DECISION_STAGE = "root_causes"
 DECISION_NAME = "rank_root_cause"
+REVIEW_BELOW_CONFIDENCE = 0.5  # a ranking less sure than this waits for a person (needs_review)
 
 
 def decision_log_rows(
@@ -1665,28 +1727,28 @@ def decision_log_rows(
     code_version_text: str | None = None,
 ) -> pl.DataFrame:
     """One ``governance.decision_log`` row per ranked defect: the rank-1 cause as the outcome
-    (``service:cause_kind[:change_id]``), its confidence, the ranker's name and version (with the
-    calibration method), the inputs, and status ``proposed``: a person approves, rejects or corrects it
-    through feedback."""
+    (``service:cause_kind[:change_id]``), its confidence, its explanation as the rationale, the ranker's
+    name and version (with the calibration method), the inputs, and status ``proposed`` (``needs_review``
+    below ``REVIEW_BELOW_CONFIDENCE``): a person approves, rejects or corrects it through feedback."""
     from qa_assets.lib import governance
 
     if root_causes.height == 0:
         return pl.DataFrame(schema=governance.DECISION_LOG)
-    counts = root_causes.group_by("defect_id").agg(pl.len().alias("_n"))
-    top = root_causes.filter(pl.col("rank") == 1).join(counts, on="defect_id").sort("defect_id")
+    top = root_causes.filter(pl.col("rank") == 1).sort("defect_id")
     change = (pl.when(pl.col("change_id").is_not_null()).then(pl.lit(":") + pl.col("change_id"))
               .otherwise(pl.lit("")))
     decisions = top.select(
         pl.col("defect_id").alias("subject_id"),
         (pl.col("service") + pl.lit(":") + pl.col("cause_kind") + change).alias("outcome"),
         pl.col("confidence"),
-        pl.format("rank 1 of {}: {} ({}), score {}", "_n", "service", "cause_kind", pl.col("score").round(3))
-        .alias("rationale"),
+        pl.col("explanation").str.slice(0, 2000).alias("rationale"),
+        pl.when(pl.col("confidence") < REVIEW_BELOW_CONFIDENCE).then(pl.lit("needs_review"))
+        .otherwise(pl.lit("proposed")).alias("status"),
     )
     return governance.decision_rows(
         decisions, stage=DECISION_STAGE, decision=DECISION_NAME, subject_type="defect", model_name=MODEL_NAME,
         model_version=f"{MODEL_VERSION}+{(calibrator or Calibrator()).method}", feature_set_id=feature_set_id,
-        input_partitions=input_partitions, input_row_counts=input_row_counts, status="proposed",
+        input_partitions=input_partitions, input_row_counts=input_row_counts,
         decided_at=decided_at, code_version_text=code_version_text,
     )
 

@@ -8,9 +8,16 @@ import polars as pl
 from qa_assets.defs.defects.assets import ANOMALIES, DEFECTS, append_decisions
 from qa_assets.defs.partitions import HOURLY_TAG, hourly_partitions
 from qa_assets.defs.resources import WarehouseResource
-from qa_assets.defs.signals.assets import GRAPH_EDGES, GRAPH_NODES, LOG_EVENTS, SERVICE_WINDOWS, hour_of
+from qa_assets.defs.signals.assets import (
+    GRAPH_EDGES,
+    GRAPH_NODES,
+    LOG_EVENTS,
+    SERVICE_CALLS,
+    SERVICE_WINDOWS,
+    hour_of,
+)
 from qa_assets.defs.telemetry.assets import RAW_KEYS
-from qa_assets.lib import governance, graph, rca
+from qa_assets.lib import graph, rca
 from qa_assets.lib import warehouse as wh
 
 ROOT_CAUSES = dg.AssetKey(["rca", "root_causes"])
@@ -18,11 +25,12 @@ LOOKBACK = timedelta(minutes=60)
 
 
 @dg.asset(key=ROOT_CAUSES, group_name="root_causes", kinds={"duckdb", "networkx"}, owners=["team:qa-platform"],
-          tags=HOURLY_TAG, deps=[DEFECTS, ANOMALIES, SERVICE_WINDOWS, GRAPH_NODES, GRAPH_EDGES, RAW_KEYS["deployments"],
-                                 LOG_EVENTS],
+          tags=HOURLY_TAG, deps=[DEFECTS, ANOMALIES, SERVICE_WINDOWS, SERVICE_CALLS, GRAPH_NODES, GRAPH_EDGES,
+                                 RAW_KEYS["deployments"], LOG_EVENTS],
           partitions_def=hourly_partitions, pool="duckdb")
 def root_causes(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Rank causes per defect from the graph, anomaly onset order, recent changes and new error templates."""
+    """Rank causes per defect from the graph, anomaly onset order, recent changes, new error templates and
+    which dependencies the failed requests called."""
     hour = hour_of(context)
     end = hour + timedelta(hours=1)
     since = hour - LOOKBACK
@@ -38,26 +46,22 @@ def root_causes(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
         deployments = wh.read_frame(con, "SELECT * FROM raw.deployments WHERE timestamp < ?", [end])
         events = wh.read_frame(con, "SELECT * FROM signals.log_events WHERE hour >= ? AND hour < ?",
                                [hour - timedelta(hours=1), end])
+        # a warehouse from before the table existed: an empty one (the ranking then goes without it)
+        wh.ensure_table(con, "signals.request_calls", {"hour": graph.TS, **graph.REQUEST_CALLS})
+        paths = wh.read_frame(con, "SELECT * FROM signals.request_calls WHERE window_start >= ? AND window_start < ?",
+                              [since, end]).drop("hour")
         ranked = rca.rank_root_causes(active, windows=windows, anomalies=scored,
                                       graph=graph.graph_from_tables(nodes, edges), deployments=deployments,
-                                      log_events=events, lookback=LOOKBACK)
+                                      log_events=events, lookback=LOOKBACK, request_calls=paths)
         wh.replace_where(con, "rca.root_causes", ranked, "defect_id", active["defect_id"].to_list())
         top = ranked.filter(pl.col("rank") == 1)
-        decisions = top.select(
-            pl.col("defect_id").alias("subject_id"),
-            pl.concat_str([pl.col("service"), pl.col("cause_kind"), pl.col("change_id").fill_null("-")],
-                          separator="/").alias("outcome"),
-            "confidence",
-            pl.col("explanation").str.slice(0, 2000).alias("rationale"),
-            pl.when(pl.col("confidence") < 0.5).then(pl.lit("needs_review")).otherwise(pl.lit("proposed")).alias("status"),
-        )
-        append_decisions(con, governance.decision_rows(
-            decisions, stage="root_causes", decision="rank_root_cause", subject_type="defect",
-            model_name="rca_ranker", model_version="rules-v1",
+        append_decisions(con, rca.decision_log_rows(
+            ranked,
             feature_set_id=windows["feature_set_id"].drop_nulls().first() if windows.height else None,
             input_partitions=[hour.strftime("%Y-%m-%d-%H:%M")],
             input_row_counts={"defects.defects": active.height, "signals.service_windows": windows.height,
-                              "defects.anomalies": scored.height, "raw.deployments": deployments.height}))
+                              "defects.anomalies": scored.height, "raw.deployments": deployments.height,
+                              "signals.request_calls": paths.height}))
     explanations = "\n\n---\n\n".join(top.sort("confidence", descending=True)["explanation"].head(5).to_list())
     return dg.MaterializeResult(metadata={
         "dagster/row_count": ranked.height, "defects_ranked": top.height,

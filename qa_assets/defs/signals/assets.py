@@ -111,16 +111,20 @@ def replace_hour(con, table: str, frame: pl.DataFrame, hour) -> None:
 @dg.asset(key=SERVICE_CALLS, group_name=GROUP, kinds={"duckdb", "polars"}, owners=OWNERS, tags=HOURLY_TAG,
           deps=[RAW_KEYS["spans"]], partitions_def=hourly_partitions, pool="duckdb")
 def service_calls(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Caller→callee call counts, errors and latency of the hour, and the services seen in spans."""
+    """Caller→callee call counts, errors and latency of the hour, the services seen in spans, and per
+    minute which dependencies each service's requests (and its failed ones) called."""
     hour = hour_of(context)
     with warehouse.connect() as con:
         spans = wh.read_frame(con, "SELECT * FROM raw.spans WHERE hour = ?", [hour])
         calls = _with_hour(graph.call_edges(spans), hour)
         services = _with_hour(graph.span_services(spans), hour)
+        paths = _with_hour(graph.request_calls(spans, window_minutes=WINDOW_MINUTES), hour)
         replace_hour(con, "signals.call_edges", calls, hour)
         replace_hour(con, "signals.span_services", services, hour)
+        replace_hour(con, "signals.request_calls", paths, hour)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": calls.height, "services_with_spans": services.height,
+        "request_call_rows": paths.height,
         "calls": int(calls["call_count"].sum() or 0),
         "top_edges": dg.MetadataValue.md(markdown_table(
             calls.sort("call_count", descending=True).select("caller", "callee", "call_count", "error_count",
