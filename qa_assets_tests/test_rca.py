@@ -932,3 +932,21 @@ def test_the_changed_dependency_the_failed_requests_called_is_the_suspect_not_a_
     result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys, request_calls=calls)
     assert blamed(result, "D1") == ("auth", "chg-auth")
+
+
+def test_an_earlier_incident_in_the_hour_before_does_not_hide_which_dependency_failed_requests_called():
+    # as above, but half an hour of the hour before failed even more (another incident): measured against
+    # that, the new failures would be no failures at all
+    graph = make_graph([("bff", "auth"), ("bff", "accounts"), ("bff", "statements")])
+    windows = make_windows({"bff": {"client_calls": 200}, "auth": {}, "accounts": {}, "statements": {}})
+    anomalies = anomalies_frame(
+        anomaly("accounts", "latency_p95_ms", -2, 6, score=9, value=300, expected=40),
+        anomaly("bff", "error_rate", 0, 15, score=9),
+    )
+    deploys = deployments(("chg-auth", "auth", -3, "code"), ("chg-statements", "statements", -1, "code"))
+    calls = request_calls("bff", 100, {"auth": 1.0, "accounts": 0.4, "statements": 0.1},
+                          failed={-200: 1, -60: 30, -30: 1, 0: 12},
+                          failed_calling={"auth": 1.0, "accounts": 0.0, "statements": 0.0})
+    result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=deploys, request_calls=calls)
+    assert blamed(result, "D1") == ("auth", "chg-auth")

@@ -93,7 +93,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.13.0"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.13.1"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -139,6 +139,7 @@ PROPAGATED_FAMILIES = ("errors", "latency", "client")  # what a failing dependen
 FAILURE_FAMILIES = ("errors", "client")  # failures, as opposed to slowness: what an error text can explain
 PATH_MIN_EXTRA_FAILED = 5.0  # traces tell which calls the failing requests made from this many extra failures
 PATH_MIN_SHARE = 0.5  # a dependency called by fewer of the extra failed requests did not fail them
+BASELINE_TRIM = 0.5  # baseline failure rates come from the windows up to this quantile of the window rates
 
 
 class RcaInputError(ValueError):
@@ -769,14 +770,22 @@ _WORDS = re.compile(r"[a-z0-9]+")
 def _failure_paths(request_calls: pl.DataFrame, service: str, since: datetime, until: datetime,
                    baseline_start: datetime) -> dict[str, float] | None:
     """Per dependency, the share of ``service``'s extra failed requests in [since, until) that called it
-    (``graph.request_calls`` rows). Extra: beyond the failure rate of [baseline_start, since), overall and
-    among the requests that called the dependency, so a dependency that fails some requests every day
-    does not count for a new failure. None where the traces show fewer than ``PATH_MIN_EXTRA_FAILED``
+    (``graph.request_calls`` rows). Extra: beyond the failure rate of the quieter half of the windows of
+    [baseline_start, since), overall and among the requests that called the dependency, so a dependency
+    that fails some requests every day does not count for a new failure. None where the traces show fewer than ``PATH_MIN_EXTRA_FAILED``
     extra failed requests (errors only in logs, or no spans through the service)."""
     rows = request_calls.filter((pl.col("caller") == service) & (pl.col("window_start") >= baseline_start)
                                 & (pl.col("window_start") < until))
     if rows.height == 0:
         return None
+    # the baseline from its quieter windows (at most the median failure rate): an earlier incident in the
+    # hour before is not the norm
+    rates = (rows.filter(pl.col("window_start") < since).unique("window_start")
+             .select("window_start", (pl.col("failed") / pl.col("requests")).alias("rate")))
+    if rates.height:
+        cutoff = rates["rate"].quantile(BASELINE_TRIM, "lower")
+        noisy = rates.filter(pl.col("rate") > cutoff)["window_start"]
+        rows = rows.filter(~pl.col("window_start").is_in(noisy.implode()))
     during = pl.col("window_start") >= since
     per_callee = rows.group_by("callee").agg(
         *(pl.col(c).filter(during).sum().alias(c) for c in ("requests_calling", "failed_calling")),
