@@ -73,6 +73,26 @@ def test_landing_then_partition_materialize_and_rematerialize_identically(tmp_pa
         assert warehouse.read_table(con, "raw.spans").equals(first)
 
 
+def test_signals_checks_pass_on_a_simulated_hour(tmp_path):
+    from datetime import UTC, datetime
+
+    from qa_assets.simulate import simulate
+
+    start = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
+    simulate(tmp_path / "landing", topology="shop", hours=1, scale="tiny", seed=5, start=start)
+    defs = dg.Definitions.merge(*stage_definitions())
+    assets = list(defs.assets) + list(defs.asset_checks)
+    resources = _resources(tmp_path)
+    landed = [dg.AssetKey(["raw", "ingested_files"]), dg.AssetKey(["raw", "quarantine"]), dg.AssetKey(["raw", "catalog"])]
+    assert dg.materialize(assets, selection=landed, resources=resources).success
+    upstream = [k for a in defs.assets for k in a.keys if k.path[0] in ("raw", "signals") and k not in landed]
+    result = dg.materialize(assets, selection=upstream, resources=resources, partition_key="2026-03-04-10:00")
+    assert result.success
+    outcomes = {c.check_name: (c.passed, c.metadata) for c in result.get_asset_check_evaluations()}
+    assert {"every_line_templated", "request_calls_consistent", "graph_sound", "windows_for_every_service"} <= set(outcomes)
+    assert all(passed for passed, _ in outcomes.values()), outcomes
+
+
 @pytest.mark.slow
 def test_qa_assets_run_over_a_simulated_landing_directory(tmp_path, capsys, monkeypatch):
     from qa_assets.cli import main

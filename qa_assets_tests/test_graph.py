@@ -225,6 +225,28 @@ def test_request_calls_of_no_spans_is_empty_and_a_bad_window_is_named() -> None:
         g.request_calls(shop_spans(), window_minutes=7)
 
 
+def test_graph_problems_name_dangling_edges_untyped_nodes_and_self_loops(graph: nx.MultiDiGraph) -> None:
+    nodes, edges = g.graph_tables(graph)
+    assert g.graph_problems(nodes, edges) == []
+    loop = edges.filter(pl.col("edge_type") == "calls").head(1).with_columns(pl.col("source").alias("target"))
+    dangling = edges.head(1).with_columns(pl.lit("service:ghost").alias("target"))
+    untyped = nodes.head(1).with_columns(pl.lit("service:odd").alias("node_id"), pl.lit(None, pl.String).alias("node_type"))
+    problems = g.graph_problems(pl.concat([nodes, untyped]), pl.concat([edges, loop, dangling]))
+    source = loop["source"][0]
+    assert problems == [
+        f"{dangling['edge_type'][0]} edge {dangling['source'][0]} -> service:ghost: its target is not a node",
+        "node service:odd has no known type (None)",
+        f"calls self-loop on {source}",
+    ]
+
+
+def test_request_calls_problems_name_counts_that_cannot_be() -> None:
+    rows = g.request_calls(shop_spans())
+    assert g.request_calls_problems(rows) == []
+    bad = rows.head(1).with_columns(pl.col("requests") + 0, (pl.col("requests") + 1).alias("failed"))
+    assert len(g.request_calls_problems(pl.concat([rows, bad]))) == 1
+
+
 def test_merging_partitions_adds_counts_like_one_pass(spans: pl.DataFrame, edges: pl.DataFrame) -> None:
     early = spans.filter(pl.col("trace_id").is_in(["t1", "t2", "t5"]))
     late = spans.filter(~pl.col("trace_id").is_in(["t1", "t2", "t5"]))

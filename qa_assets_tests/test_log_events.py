@@ -7,7 +7,13 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from qa_assets.lib.ingest.tables import LOGS, conform
-from qa_assets.lib.templates.events import LINEAGE, TEMPLATES, recount_registry, template_hour
+from qa_assets.lib.templates.events import (
+    LINEAGE,
+    TEMPLATES,
+    recount_registry,
+    template_hour,
+    templating_problems,
+)
 
 H0 = datetime(2025, 1, 6, 9)
 
@@ -45,3 +51,13 @@ def test_rerunning_an_hour_gives_the_same_events_and_counts():
     counts = again.events.group_by("template_id").agg(pl.len().alias("lines"))
     recounted = recount_registry(again.registry, counts, first.lineage_added)
     assert recounted.filter(pl.col("status") == "active")["line_count"].sum() == 30
+
+
+def test_templating_problems_name_lost_lines_and_events_without_a_template():
+    lines = logs(H0, [f"user {i} logged in from web" for i in range(5)] + [""])
+    events = template_hour(lines, pl.DataFrame(schema=TEMPLATES), pl.DataFrame(schema=LINEAGE), hour=H0).events
+    assert templating_problems(lines.height, events) == []
+    assert templating_problems(lines.height + 2, events) == ["8 raw log lines but 6 events"]
+    broken = events.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col("template_id"))
+                                 .alias("template_id"))
+    assert templating_problems(lines.height, broken) == ["1 of 6 events have no template id"]

@@ -20,6 +20,7 @@ from qa_assets.lib.windows import (
     metrics_time_range,
     resource_metric_family,
     service_windows,
+    window_problems,
 )
 
 H = datetime(2026, 11, 2, 0)
@@ -392,3 +393,13 @@ def test_a_simulated_fault_shows_in_the_faulty_services_windows(simulated):
         if fault.get("change_id"):  # the triggering deployment is the last change in the fault's first window
             first = during.sort("window_start").row(0, named=True)
             assert first["last_change_id"] == fault["change_id"]
+
+
+def test_window_problems_name_services_without_windows_and_hours_with_gaps():
+    spans = spans_frame([{"service": "api", "start_time": at(0)}])
+    out = windows(spans=spans, services=["billing"])
+    assert window_problems(out, ["api", "billing"]) == []
+    gappy = out.filter(~((pl.col("service") == "billing") & (pl.col("window_start") == at(7))))
+    assert window_problems(gappy, ["api", "cart"]) == [
+        "cart has spans but no windows", "billing has 59 rows over 59 windows, not 60"]
+    assert window_problems(windows(spans=spans, window_minutes=5), ["api"], window_minutes=5) == []

@@ -975,6 +975,37 @@ def graph_summary(graph: nx.MultiDiGraph) -> dict[str, Any]:
     }
 
 
+def graph_problems(nodes: pl.DataFrame, edges: pl.DataFrame, limit: int = 20) -> list[str]:
+    """What is wrong with a graph's tables (``NODES``, ``EDGES``), at most ``limit`` lines; empty when
+    sound: an edge end that is not a node, a node without a type, a service that calls or depends on
+    itself (spans joined to the wrong parent, or a catalog entry naming itself)."""
+    _require(nodes, "nodes", ("node_id", "node_type"), "graph_tables")
+    _require(edges, "edges", ("source", "target", "edge_type"), "graph_tables")
+    problems: list[str] = []
+    known = nodes.select("node_id")
+    for end in ("source", "target"):
+        dangling = edges.join(known, left_on=end, right_on="node_id", how="anti")
+        problems += [f"{r['edge_type']} edge {r['source']} -> {r['target']}: its {end} is not a node"
+                     for r in dangling.head(limit).iter_rows(named=True)]
+    untyped = nodes.filter(pl.col("node_type").is_null() | ~pl.col("node_type").is_in(NODE_TYPES))
+    problems += [f"node {r['node_id']} has no known type ({r['node_type']})" for r in untyped.head(limit).iter_rows(named=True)]
+    loops = edges.filter(pl.col("edge_type").is_in(DEPENDENCY_EDGE_TYPES) & (pl.col("source") == pl.col("target")))
+    problems += [f"{r['edge_type']} self-loop on {r['source']}" for r in loops.head(limit).iter_rows(named=True)]
+    return problems[:limit]
+
+
+def request_calls_problems(rows: pl.DataFrame, limit: int = 20) -> list[str]:
+    """Rows of ``request_calls`` whose counts cannot be (more failed than requests, more requests calling
+    a dependency than requests, more failed calling it than either), at most ``limit`` lines."""
+    _require(rows, "request_calls", REQUEST_CALLS, "graph.request_calls")
+    bad = rows.filter((pl.col("failed") > pl.col("requests")) | (pl.col("requests_calling") > pl.col("requests"))
+                      | (pl.col("failed_calling") > pl.col("failed"))
+                      | (pl.col("failed_calling") > pl.col("requests_calling")))
+    return [f"{r['caller']} -> {r['callee']} at {r['window_start']}: requests {r['requests']}, failed {r['failed']}, "
+            f"calling {r['requests_calling']}, failed calling {r['failed_calling']}"
+            for r in bad.head(limit).iter_rows(named=True)]
+
+
 # -------------------------------------------------------------------------------------- picture
 
 

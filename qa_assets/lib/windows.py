@@ -51,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from qa_assets.lib.frames import require_frame
 from qa_assets.lib.ingest.tables import DEPLOYMENTS, LOGS, METRICS, SPANS, TEST_CASES, TS, conform
 
 WINDOWS: dict[str, pl.DataType] = {
@@ -712,6 +713,22 @@ def _change_features(grid: pl.DataFrame, changes: pl.DataFrame, minutes: int) ->
 
 
 # ---------------------------------------------------------------------------------------------- main
+
+
+def window_problems(frame: pl.DataFrame, traced_services: Iterable[str], window_minutes: int = 1,
+                    limit: int = 20) -> list[str]:
+    """What the hour's windows (``WINDOWS`` rows of one hour) lack, at most ``limit`` lines; empty when
+    complete: a service with spans in the hour but no windows, or a service with fewer or more windows
+    than the hour holds (quiet windows are rows too, not gaps)."""
+    require_frame(frame, "windows", ["service", "window_start"], "windows.service_windows", WindowsInputError)
+    expected = 60 // window_minutes
+    counts = frame.group_by("service").agg(pl.col("window_start").n_unique().alias("windows"), pl.len().alias("rows"))
+    have = set(counts["service"].to_list())
+    problems = [f"{name} has spans but no windows" for name in sorted(set(traced_services) - have)]
+    problems += [f"{r['service']} has {r['rows']} rows over {r['windows']} windows, not {expected}"
+                 for r in counts.filter((pl.col("windows") != expected) | (pl.col("rows") != expected))
+                 .sort("service").iter_rows(named=True)]
+    return problems[:limit]
 
 
 def service_windows(

@@ -24,6 +24,21 @@ def hour_of(context: dg.AssetExecutionContext):
     return context.partition_time_window.start.replace(tzinfo=None)
 
 
+# Checks are evaluated in the step that writes the hour, on what it wrote (as the anomalies' drift check).
+TEMPLATED_CHECK = dg.AssetCheckSpec(
+    "every_line_templated", asset=LOG_EVENTS,
+    description="Every raw log line of the hour has an event with a template id.")
+
+
+def check_result(spec: dg.AssetCheckSpec, problems: list[str], severity: dg.AssetCheckSeverity, **metadata):
+    """The outcome of a check: passed without problems, else the first problems listed."""
+    return dg.AssetCheckResult(
+        check_name=spec.name, asset_key=spec.asset_key, passed=not problems, severity=severity,
+        description="; ".join(problems[:3]) if problems else None,
+        metadata={**metadata, "problems": len(problems),
+                  "first_problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")})
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(LOG_EVENTS, group_name=GROUP, kinds={"duckdb", "polars"}, owners=OWNERS,
@@ -34,6 +49,7 @@ def hour_of(context: dg.AssetExecutionContext):
     ],
     partitions_def=hourly_partitions,
     pool="duckdb",
+    check_specs=[TEMPLATED_CHECK],
 )
 def log_templates(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Mine the hour's log messages over their distinct shapes and match them against the registry."""
@@ -76,6 +92,8 @@ def log_templates(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "active_templates": int((registry_new["status"] == "active").sum()),
         "generalized_this_hour": lineage_new.height,
     })
+    yield check_result(TEMPLATED_CHECK, template_events.templating_problems(logs.height, events),
+                       dg.AssetCheckSeverity.ERROR, raw_lines=logs.height, events=events.height)
 
 
 def warehouse_frame(con, query: str, parameters=None) -> pl.DataFrame:
@@ -94,6 +112,17 @@ SERVICE_CALLS = dg.AssetKey(["signals", "service_calls"])
 GRAPH_NODES = dg.AssetKey(["signals", "service_graph_nodes"])
 GRAPH_EDGES = dg.AssetKey(["signals", "service_graph_edges"])
 SERVICE_WINDOWS = dg.AssetKey(["signals", "service_windows"])
+REQUEST_CALLS_CHECK = dg.AssetCheckSpec(
+    "request_calls_consistent", asset=SERVICE_CALLS,
+    description="signals.request_calls: no window counts more failed requests, or requests calling a "
+                "dependency, than it has requests.")
+GRAPH_CHECK = dg.AssetCheckSpec(
+    "graph_sound", asset=GRAPH_EDGES,
+    description="Every edge end is a typed node; no service calls or depends on itself (mis-joined spans).")
+WINDOWS_CHECK = dg.AssetCheckSpec(
+    "windows_for_every_service", asset=SERVICE_WINDOWS,
+    description="Every service with spans in the hour has windows, and every service has every window of the "
+                "hour (quiet minutes are rows, not gaps).")
 GRAPH_LOOKBACK = timedelta(hours=int(os.environ.get("QA_ASSETS_GRAPH_LOOKBACK_HOURS", "24")))
 WINDOW_MINUTES = int(os.environ.get("QA_ASSETS_WINDOW_MINUTES", "1"))
 
@@ -109,7 +138,8 @@ def replace_hour(con, table: str, frame: pl.DataFrame, hour) -> None:
 
 
 @dg.asset(key=SERVICE_CALLS, group_name=GROUP, kinds={"duckdb", "polars"}, owners=OWNERS, tags=HOURLY_TAG,
-          deps=[RAW_KEYS["spans"]], partitions_def=hourly_partitions, pool="duckdb")
+          deps=[RAW_KEYS["spans"]], partitions_def=hourly_partitions, pool="duckdb",
+          check_specs=[REQUEST_CALLS_CHECK])
 def service_calls(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Caller→callee call counts, errors and latency of the hour, the services seen in spans, and per
     minute which dependencies each service's requests (and its failed ones) called."""
@@ -129,7 +159,8 @@ def service_calls(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "top_edges": dg.MetadataValue.md(markdown_table(
             calls.sort("call_count", descending=True).select("caller", "callee", "call_count", "error_count",
                                                              "latency_p95_ms").head(10))),
-    })
+    }, check_results=[check_result(REQUEST_CALLS_CHECK, graph.request_calls_problems(paths),
+                                   dg.AssetCheckSeverity.ERROR, rows=paths.height)])
 
 
 @dg.multi_asset(
@@ -143,6 +174,7 @@ def service_calls(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     ],
     partitions_def=hourly_partitions,
     pool="duckdb",
+    check_specs=[GRAPH_CHECK],
 )
 def service_graph(context: dg.AssetExecutionContext, warehouse: WarehouseResource, artifacts: ArtifactsResource):
     """The knowledge graph over the trailing window (calls) plus the catalog and every change so far."""
@@ -174,6 +206,8 @@ def service_graph(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "edge_types": dg.MetadataValue.json(summary["edge_types"]),
         "busiest_calls": dg.MetadataValue.json(summary["busiest_calls"]),
     })
+    yield check_result(GRAPH_CHECK, graph.graph_problems(nodes, edges), dg.AssetCheckSeverity.ERROR,
+                       nodes=nodes.height, edges=edges.height)
 
 
 def graph_inputs(con, *, since, end) -> dict:
@@ -208,7 +242,7 @@ def graph_inputs(con, *, since, end) -> dict:
 @dg.asset(key=SERVICE_WINDOWS, group_name=GROUP, kinds={"duckdb", "polars"}, owners=OWNERS, tags=HOURLY_TAG,
           deps=[RAW_KEYS["spans"], RAW_KEYS["metrics"], RAW_KEYS["deployments"], RAW_KEYS["test_cases"],
                 LOG_EVENTS, GRAPH_NODES],
-          partitions_def=hourly_partitions, pool="duckdb")
+          partitions_def=hourly_partitions, pool="duckdb", check_specs=[WINDOWS_CHECK])
 def service_windows(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Per service and minute: traffic, errors, latency, logs by level, new/error templates, resources, changes."""
     hour = hour_of(context)
@@ -240,4 +274,6 @@ def service_windows(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         "services": frame["service"].n_unique(),
         "feature_set_id": windows.feature_set_id(WINDOW_MINUTES),
         "per_service": dg.MetadataValue.md(markdown_table(busiest)),
-    })
+    }, check_results=[check_result(
+        WINDOWS_CHECK, windows.window_problems(frame, spans["service"].drop_nulls().unique().to_list(), WINDOW_MINUTES),
+        dg.AssetCheckSeverity.WARN, services=frame["service"].n_unique())])

@@ -93,3 +93,15 @@ def recount_registry(registry: pl.DataFrame, counts: pl.DataFrame, lineage: pl.D
     return registry.join(totals, on="template_id", how="left").with_columns(
         pl.when(pl.col("status") == "active").then(pl.col("_lines").fill_null(0)).otherwise(0).alias("line_count")
     ).drop("_lines")
+
+
+def templating_problems(raw_lines: int, events: pl.DataFrame) -> list[str]:
+    """What went missing between the hour's raw log lines and its events: lines without an event, events
+    without a template id; empty when every line has its template."""
+    problems = []
+    if events.height != raw_lines:
+        problems.append(f"{raw_lines} raw log lines but {events.height} events")
+    untemplated = events.filter(pl.col("template_id").is_null()).height if events.height else 0
+    if untemplated:
+        problems.append(f"{untemplated} of {events.height} events have no template id")
+    return problems
