@@ -354,9 +354,12 @@ def request_calls(spans: pl.DataFrame, window_minutes: int = 1) -> pl.DataFrame:
                        client_side.select("trace_id", "caller", "callee")]).unique()
     per_window = requests.group_by("caller", "window_start").agg(
         pl.len().cast(pl.Int64).alias("requests"), pl.col("failed").sum().cast(pl.Int64).alias("failed"))
-    calling = requests.join(calls, on=["trace_id", "caller"]).group_by("caller", "callee", "window_start").agg(
-        pl.len().cast(pl.Int64).alias("requests_calling"),
-        pl.col("failed").sum().cast(pl.Int64).alias("failed_calling"))
+    calling = (
+        requests.join(calls, on=["trace_id", "caller"])
+        .group_by("caller", "callee", "window_start")
+        .agg(pl.len().cast(pl.Int64).alias("requests_calling"),
+             pl.col("failed").sum().cast(pl.Int64).alias("failed_calling"))
+    )
     callees = calls.select("caller", "callee").unique()
     rows = (
         per_window.join(callees, on="caller")
@@ -988,8 +991,10 @@ def graph_problems(nodes: pl.DataFrame, edges: pl.DataFrame, limit: int = 20) ->
         problems += [f"{r['edge_type']} edge {r['source']} -> {r['target']}: its {end} is not a node"
                      for r in dangling.head(limit).iter_rows(named=True)]
     untyped = nodes.filter(pl.col("node_type").is_null() | ~pl.col("node_type").is_in(NODE_TYPES))
-    problems += [f"node {r['node_id']} has no known type ({r['node_type']})" for r in untyped.head(limit).iter_rows(named=True)]
-    loops = edges.filter(pl.col("edge_type").is_in(DEPENDENCY_EDGE_TYPES) & (pl.col("source") == pl.col("target")))
+    problems += [f"node {r['node_id']} has no known type ({r['node_type']})"
+                 for r in untyped.head(limit).iter_rows(named=True)]
+    loops = edges.filter(pl.col("edge_type").is_in(DEPENDENCY_EDGE_TYPES)
+                         & (pl.col("source") == pl.col("target")))
     problems += [f"{r['edge_type']} self-loop on {r['source']}" for r in loops.head(limit).iter_rows(named=True)]
     return problems[:limit]
 

@@ -772,8 +772,9 @@ def _failure_paths(request_calls: pl.DataFrame, service: str, since: datetime, u
     """Per dependency, the share of ``service``'s extra failed requests in [since, until) that called it
     (``graph.request_calls`` rows). Extra: beyond the failure rate of the quieter half of the windows of
     [baseline_start, since), overall and among the requests that called the dependency, so a dependency
-    that fails some requests every day does not count for a new failure. None where the traces show fewer than ``PATH_MIN_EXTRA_FAILED``
-    extra failed requests (errors only in logs, or no spans through the service)."""
+    that fails some requests every day does not count for a new failure. None where the traces show
+    fewer than ``PATH_MIN_EXTRA_FAILED`` extra failed requests (errors only in logs, or no spans through
+    the service)."""
     rows = request_calls.filter((pl.col("caller") == service) & (pl.col("window_start") >= baseline_start)
                                 & (pl.col("window_start") < until))
     if rows.height == 0:
@@ -1156,8 +1157,10 @@ def analyse_incident(
         for dep in deps:
             dep_state = states.get(dep)
             if failing_in_time(dep):
+                path = state.path_share(dep)
+                called = "" if path is None else f"; {path:.0%} of {name}'s extra failed requests called it"
                 implications.append(_Implication(name, dep, explains(dep), "dependency_anomaly",
-                                                 f"{dep} anomalous from {_iso(dep_state.onset)}"))
+                                                 f"{dep} anomalous from {_iso(dep_state.onset)}{called}"))
             elif not dep_anomalous and state.failing > state.families["resource"].strength:
                 # every dependency looks healthy: one that only passes calls on (a proxy, a backend for
                 # the frontend) may hide a failing one behind it, which then explains the caller at half
@@ -1208,10 +1211,12 @@ def analyse_incident(
                                  * on_path)
                     if relevance > own_relevance and relevance >= BLAME_MIN_RELEVANCE:
                         # a service that restarts or fills up is failing of its own accord
+                        called = "" if path is None else (
+                            f"; {path:.0%} of {name}'s extra failed requests called {dep}")
                         implications.append(_Implication(
                             name, target, 0.5 * relevance * (1.0 - state.families["resource"].strength),
                             "changed_dependency",
-                            f"{target} changed {best['minutes_before_onset']:.1f} min before {name}'s onset"))
+                            f"{target} changed {best['minutes_before_onset']:.1f} min before {name}'s onset{called}"))
         for origin, surge in traffic_origins.items():
             if origin == name or (topology.has_edges and origin not in topology.ancestors(name)):
                 continue
@@ -1400,7 +1405,8 @@ def rank_root_causes(
     ``lookback`` before the defects; ``anomalies``: ``defects.anomalies``; ``graph``: the knowledge graph
     (``graph.graph_from_tables``); ``deployments``: ``raw.deployments``; ``log_events``: optional
     ``signals.log_events`` for new error templates. ``calibrator``: from ``calibrate`` (default: the
-    label-free mapping)."""
+    label-free mapping). ``request_calls``: optional ``signals.request_calls`` (``graph.request_calls``):
+    which dependencies each service's failed requests called."""
     _require(defects, "defects", _DEFECT_COLUMNS, "defects.defects")
     _require(anomalies, "anomalies", _ANOMALY_COLUMNS, "defects.anomalies")
     _require(windows, "windows", _WINDOW_COLUMNS, "signals.service_windows")

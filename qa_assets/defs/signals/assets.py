@@ -275,5 +275,6 @@ def service_windows(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         "feature_set_id": windows.feature_set_id(WINDOW_MINUTES),
         "per_service": dg.MetadataValue.md(markdown_table(busiest)),
     }, check_results=[check_result(
-        WINDOWS_CHECK, windows.window_problems(frame, spans["service"].drop_nulls().unique().to_list(), WINDOW_MINUTES),
+        WINDOWS_CHECK, windows.window_problems(frame, spans["service"].drop_nulls().unique().to_list(),
+                                               WINDOW_MINUTES),
         dg.AssetCheckSeverity.WARN, services=frame["service"].n_unique())])
