@@ -797,7 +797,7 @@ def test_a_dependency_slow_until_the_caller_began_failing_does_not_explain_it():
         anomaly("profiles", "latency_p95_ms", -5, 0, score=9, value=300, expected=40),
         anomaly("checkout", "error_rate", 0, 6, score=9),
     )
-    deploys = deployments(("chg-checkout", "checkout", -3, "code"))
+    deploys = deployments(("chg-checkout", "checkout", -3, "code"), ("chg-checkout-back", "checkout", 6, "code"))
     result = rank([defect("D1", "checkout", end=6)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys)
     # (profiles' own slowness, earlier, may rank beside it: it was an anomaly of its own)
@@ -857,7 +857,8 @@ def test_a_dependency_named_in_errors_is_not_corroborated_by_a_change_older_than
     template = "Unhandled error in GET /accounts/{id}/transactions: conversionRate is <*>"
     log_events = pl.DataFrame(_error_lines("bff", template, template.replace("<*>", "undefined"),
                                            range(0, 12), 3))
-    deploys = deployments(("chg-transactions", "transactions", -9, "code"), ("chg-bff", "bff", -1, "code"))
+    deploys = deployments(("chg-transactions", "transactions", -9, "code"), ("chg-bff", "bff", -1, "code"),
+                          ("chg-bff-back", "bff", 12, "code"))
     result = rank([defect("D1", "bff", end=12)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys, log_events=log_events)
     assert blamed(result, "D1") == ("bff", "chg-bff")
@@ -911,7 +912,7 @@ def test_a_blip_of_slowness_shared_with_a_dependency_does_not_corroborate_naming
     named = "request to delivery failed: Response code 500 (Internal Server Error)"
     log_events = pl.DataFrame(_error_lines("exports", rejected, rejected, range(0, 10), 3)
                               + _error_lines("exports", named, named, range(2, 3)))
-    deploys = deployments(("chg-exports", "exports", -2, "code"))
+    deploys = deployments(("chg-exports", "exports", -2, "code"), ("chg-exports-back", "exports", 10, "code"))
     result = rank([defect("D1", "exports", end=10)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys, log_events=log_events)
     assert blamed(result, "D1") == ("exports", "chg-exports")
@@ -950,3 +951,28 @@ def test_an_earlier_incident_in_the_hour_before_does_not_hide_which_dependency_f
     result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
                   deploys=deploys, request_calls=calls)
     assert blamed(result, "D1") == ("auth", "chg-auth")
+
+
+def test_a_change_still_in_place_when_the_symptom_went_away_is_not_blamed():
+    # rates turned slow for five minutes, eight minutes after its config change, then was fine for
+    # twenty-odd minutes with that change still in place: the change did not cause it
+    graph = make_graph([("web", "rates")])
+    windows = make_windows({"web": {"client_calls": 100}, "rates": {}})
+    anomalies = anomalies_frame(anomaly("rates", "latency_p95_ms", 0, 5, score=9, value=300, expected=40))
+    in_place = deployments(("cfg-rates", "rates", -8, "config"))
+    result = rank([defect("D1", "rates", end=5)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=in_place)
+    assert blamed(result, "D1") == ("rates", None)
+    considered = json.loads(top(result, "D1")["evidence"])["changes_considered"]
+    assert [c.get("in_place_after_recovery") for c in considered] == [True]
+    assert "cfg-rates" in top(result, "D1")["explanation"] and "still in place" in top(result, "D1")["explanation"]
+    # rolled back as it recovered: the change is the suspect
+    rolled_back = deployments(("cfg-rates", "rates", -8, "config"), ("cfg-rates-back", "rates", 6, "config"))
+    result = rank([defect("D1", "rates", end=5)], windows=windows, anomalies=anomalies, graph=graph,
+                  deploys=rolled_back)
+    assert blamed(result, "D1") == ("rates", "cfg-rates")
+    # still slow at the end of the data: too early to tell, the change stays the suspect
+    lasting = anomalies_frame(anomaly("rates", "latency_p95_ms", 0, 29, score=9, value=300, expected=40))
+    result = rank([defect("D1", "rates", end=29)], windows=windows, anomalies=lasting, graph=graph,
+                  deploys=in_place)
+    assert blamed(result, "D1") == ("rates", "cfg-rates")

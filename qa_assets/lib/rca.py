@@ -43,7 +43,10 @@ share the analysis), in five steps:
 5. **Cause kind and change** from the evidence; confidence from a calibrator (``calibrate``). A change
    that landed after a service's main new error was already being logged did not cause those errors
    (where errors, lasting more than a window, are its main symptom): it is listed as considered
-   (``after_errors_began``), neither blamed nor weighed against a dependency's change.
+   (``after_errors_began``), neither blamed nor weighed against a dependency's change. A change still in
+   place when the defect's symptom was over (quiet for ``RECOVERY_WINDOWS`` windows, the service not
+   changed again) did not cause it either (``in_place_after_recovery``): a change's effect lasts until it
+   is rolled back or replaced.
 
 A defect of a failing CI test is the exception: the test names its cause, the build it tested. Its first
 candidate is its own service with the deployment of the failing version (``_tested_build``); the
@@ -55,7 +58,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -93,7 +96,7 @@ CAUSE_KINDS = (
 )
 
 MODEL_NAME = "rca-ranker"
-MODEL_VERSION = "1.13.1"  # bump when a weight, a feature or a rule below changes
+MODEL_VERSION = "1.14.0"  # bump when a weight, a feature or a rule below changes
 
 # The score is a weighted sum of features in [0, 1]; the weights sum to 1 so the score is in [0, 1] too.
 WEIGHTS: dict[str, float] = {
@@ -139,6 +142,7 @@ PROPAGATED_FAMILIES = ("errors", "latency", "client")  # what a failing dependen
 FAILURE_FAMILIES = ("errors", "client")  # failures, as opposed to slowness: what an error text can explain
 PATH_MIN_EXTRA_FAILED = 5.0  # traces tell which calls the failing requests made from this many extra failures
 PATH_MIN_SHARE = 0.5  # a dependency called by fewer of the extra failed requests did not fail them
+RECOVERY_WINDOWS = 15  # a defect is over once the data go on this many windows past its last_seen
 BASELINE_TRIM = 0.5  # baseline failure rates come from the windows up to this quantile of the window rates
 
 
@@ -1420,6 +1424,10 @@ def rank_root_causes(
     if "template_id" not in anomalies.columns:
         anomalies = anomalies.with_columns(pl.lit(None, dtype=pl.String).alias("template_id"))
     window = _window_length(windows)
+    horizon = windows["window_start"].max() if windows.height else None  # the last window there is data for
+    flagged = anomalies.filter(pl.col("is_anomaly")).select("service", "window_start")
+    logged = (log_events.select("template_id", "timestamp") if log_events is not None
+              and {"template_id", "timestamp"} <= set(log_events.columns) else None)
     scales = _detector_scales(anomalies)
     deployments = deployments.filter(pl.col("timestamp").is_not_null() & pl.col("service").is_not_null())
     for column in ("event_type", "change_kind", "version", "previous_version", "commit"):
@@ -1455,6 +1463,11 @@ def rank_root_causes(
                 )
             analysis = analyses[key]
             ranked = _rank_for_defect(defect, analysis, deployments, lookback, window, max_candidates)
+            # the symptom's end: the last of the incident's defects on the same service (one failure can
+            # show as several defects when its signal pauses)
+            ended = incident.filter(pl.col("service") == defect["service"])["last_seen"].max()
+            ranked = [_unblamed_if_in_place(c, defect, ended, analysis, deployments, flagged, logged,
+                                            horizon, window) for c in ranked]
             confidences = calibrator.predict([c.score for c in ranked])
             defect_rows = [
                 {
@@ -1522,6 +1535,43 @@ def _rank_for_defect(defect: dict[str, Any], analysis: IncidentAnalysis, deploym
                             considered[:5], defect["first_seen"], [], 0.0, 0.0, 0.0)]
     chosen.sort(key=lambda c: (-c.score, c.onset or datetime.max, c.service))
     return chosen[:max_candidates]
+
+
+def _unblamed_if_in_place(c: Candidate, defect: dict[str, Any], ended: datetime | None,
+                          analysis: IncidentAnalysis, deployments: pl.DataFrame, flagged: pl.DataFrame,
+                          logged: pl.DataFrame | None, horizon: datetime | None, window: timedelta) -> Candidate:
+    """``c`` without its blamed change when the defect's symptom was over (``ended``: the last last_seen of
+    its incident's defects on its service) while that change was still in place: neither the defect's service nor the candidate was
+    anomalous for ``RECOVERY_WINDOWS`` windows after it, within the data, nor was the defect's log template
+    logged again (errors that no longer stand out are still errors), and the candidate did not change
+    again between its change and the end of that quiet spell (a change's effect lasts until it is rolled
+    back or replaced; symptoms that went away by themselves were not its doing). A failing CI test's
+    tested build stays blamed."""
+    if c.change is None or ended is None or horizon is None or "|test:" in (defect.get("fingerprint") or ""):
+        return c
+    settled = ended + RECOVERY_WINDOWS * window
+    if settled > horizon:
+        return c  # not over yet, as far as the data go
+    relapsed = flagged.filter(pl.col("service").is_in([c.service, defect.get("service")])
+                              & (pl.col("window_start") > ended) & (pl.col("window_start") <= settled))
+    if relapsed.height:
+        return c
+    template = defect.get("template_id")
+    if template and logged is not None and logged.filter(
+            (pl.col("template_id") == template) & (pl.col("timestamp") > ended)
+            & (pl.col("timestamp") <= settled + window)).height:
+        return c
+    landed = datetime.fromisoformat(c.change["timestamp"])
+    replaced = deployments.filter((pl.col("service") == c.service) & (pl.col("timestamp") > landed)
+                                  & (pl.col("timestamp") <= settled))
+    if replaced.height:
+        return c
+    state = analysis.states.get(c.service)
+    kind = _cause_kind(c.service, state, analysis.topology, None, c.traffic_origin,
+                       state.saturation.strength if state else 0.0)
+    considered = [{**x, "in_place_after_recovery": True} if x["change_id"] == c.change["change_id"] else x
+                  for x in c.changes_considered]
+    return replace(c, change=None, cause_kind=kind, changes_considered=considered)
 
 
 def _tested_build(defect: dict[str, Any], deployments: pl.DataFrame) -> Candidate:
@@ -1687,6 +1737,12 @@ def explain_markdown(defect_row: dict[str, Any], candidates: pl.DataFrame) -> st
             + (f", commit {md(change.get('commit'), 40)}" if change.get("commit") else "")
             + (f"; files: {files}" if files else "")
         )
+    cleared = [c for c in evidence.get("changes_considered") or [] if c.get("in_place_after_recovery")]
+    if cleared and not change:
+        lines.append(
+            f"- Not blamed: {md(cleared[0].get('service'))} change {md(cleared[0].get('change_id'))}"
+            f" ({float(cleared[0].get('minutes_before_onset') or 0):.1f} min before the onset) was still in place"
+            " when the symptom went away")
     order = evidence.get("onset_order") or []
     if order:
         lines.append("- Onset order: " + " → ".join(
