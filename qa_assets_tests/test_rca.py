@@ -918,9 +918,10 @@ def test_a_blip_of_slowness_shared_with_a_dependency_does_not_corroborate_naming
     assert blamed(result, "D1") == ("exports", "chg-exports")
 
 
-def test_the_changed_dependency_the_failed_requests_called_is_the_suspect_not_a_fresher_one():
-    # bff's POST /login fails after auth's deploy; statements deployed a minute before the errors and
-    # accounts turned slow meanwhile, but the traces show every failed request called auth, not them
+def _login_failures(failed: dict[int, int]) -> pl.DataFrame:
+    """bff's POST /login fails from minute 0 (`failed[m]` failed requests a minute from m on) after auth's
+    deploy at -3; statements deployed at -1 and accounts turned slow meanwhile, but the traces show every
+    failed request called auth and none called the other two."""
     graph = make_graph([("bff", "auth"), ("bff", "accounts"), ("bff", "statements")])
     windows = make_windows({"bff": {"client_calls": 200}, "auth": {}, "accounts": {}, "statements": {}})
     anomalies = anomalies_frame(
@@ -928,29 +929,20 @@ def test_the_changed_dependency_the_failed_requests_called_is_the_suspect_not_a_
         anomaly("bff", "error_rate", 0, 15, score=9),
     )
     deploys = deployments(("chg-auth", "auth", -3, "code"), ("chg-statements", "statements", -1, "code"))
-    calls = request_calls("bff", 100, {"auth": 1.0, "accounts": 0.4, "statements": 0.1},
-                          failed={-200: 1, 0: 12}, failed_calling={"auth": 1.0, "accounts": 0.0, "statements": 0.0})
-    result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
-                  deploys=deploys, request_calls=calls)
-    assert blamed(result, "D1") == ("auth", "chg-auth")
+    calls = request_calls("bff", 100, {"auth": 1.0, "accounts": 0.4, "statements": 0.1}, failed=failed,
+                          failed_calling={"auth": 1.0, "accounts": 0.0, "statements": 0.0})
+    return rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
+                deploys=deploys, request_calls=calls)
+
+
+def test_the_changed_dependency_the_failed_requests_called_is_the_suspect_not_a_fresher_one():
+    assert blamed(_login_failures({-200: 1, 0: 12}), "D1") == ("auth", "chg-auth")
 
 
 def test_an_earlier_incident_in_the_hour_before_does_not_hide_which_dependency_failed_requests_called():
-    # as above, but half an hour of the hour before failed even more (another incident): measured against
-    # that, the new failures would be no failures at all
-    graph = make_graph([("bff", "auth"), ("bff", "accounts"), ("bff", "statements")])
-    windows = make_windows({"bff": {"client_calls": 200}, "auth": {}, "accounts": {}, "statements": {}})
-    anomalies = anomalies_frame(
-        anomaly("accounts", "latency_p95_ms", -2, 6, score=9, value=300, expected=40),
-        anomaly("bff", "error_rate", 0, 15, score=9),
-    )
-    deploys = deployments(("chg-auth", "auth", -3, "code"), ("chg-statements", "statements", -1, "code"))
-    calls = request_calls("bff", 100, {"auth": 1.0, "accounts": 0.4, "statements": 0.1},
-                          failed={-200: 1, -60: 30, -30: 1, 0: 12},
-                          failed_calling={"auth": 1.0, "accounts": 0.0, "statements": 0.0})
-    result = rank([defect("D1", "bff", end=15)], windows=windows, anomalies=anomalies, graph=graph,
-                  deploys=deploys, request_calls=calls)
-    assert blamed(result, "D1") == ("auth", "chg-auth")
+    # half an hour of the hour before failed even more (another incident): measured against that, the
+    # new failures would be no failures at all
+    assert blamed(_login_failures({-200: 1, -60: 30, -30: 1, 0: 12}), "D1") == ("auth", "chg-auth")
 
 
 def test_a_change_still_in_place_when_the_symptom_went_away_is_not_blamed():
