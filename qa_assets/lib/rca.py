@@ -1160,8 +1160,8 @@ def analyse_incident(
         dep_anomalous = any(failing_in_time(d) for d in deps)
         for dep in deps:
             dep_state = states.get(dep)
+            path = state.path_share(dep)  # the share of the service's extra failed requests that called it
             if failing_in_time(dep):
-                path = state.path_share(dep)
                 called = "" if path is None else f"; {path:.0%} of {name}'s extra failed requests called it"
                 implications.append(_Implication(name, dep, explains(dep), "dependency_anomaly",
                                                  f"{dep} anomalous from {_iso(dep_state.onset)}{called}"))
@@ -1204,7 +1204,6 @@ def analyse_incident(
                 further = [d for d in topology.deps.get(dep, {}) if d != name
                            and not (states.get(d) is not None and states[d].failing > 0)]
                 # a change reaches the service's failed requests only as far as they called the dependency
-                path = state.path_share(dep)
                 on_path = 1.0 if path is None else path
                 for target, discount in ((dep, 1.0), *((d, 0.5) for d in further)):
                     dep_changes = causal_changes(target)
@@ -1541,12 +1540,12 @@ def _unblamed_if_in_place(c: Candidate, defect: dict[str, Any], ended: datetime 
                           analysis: IncidentAnalysis, deployments: pl.DataFrame, flagged: pl.DataFrame,
                           logged: pl.DataFrame | None, horizon: datetime | None, window: timedelta) -> Candidate:
     """``c`` without its blamed change when the defect's symptom was over (``ended``: the last last_seen of
-    its incident's defects on its service) while that change was still in place: neither the defect's service nor the candidate was
-    anomalous for ``RECOVERY_WINDOWS`` windows after it, within the data, nor was the defect's log template
-    logged again (errors that no longer stand out are still errors), and the candidate did not change
-    again between its change and the end of that quiet spell (a change's effect lasts until it is rolled
-    back or replaced; symptoms that went away by themselves were not its doing). A failing CI test's
-    tested build stays blamed."""
+    its incident's defects on its service) while that change was still in place: neither the defect's
+    service nor the candidate was anomalous for ``RECOVERY_WINDOWS`` windows after it, within the data,
+    nor was the defect's log template logged again (errors that no longer stand out are still errors),
+    and the candidate did not change again between its change and the end of that quiet spell (a
+    change's effect lasts until it is rolled back or replaced; symptoms that went away by themselves were
+    not its doing). A failing CI test's tested build stays blamed."""
     if c.change is None or ended is None or horizon is None or "|test:" in (defect.get("fingerprint") or ""):
         return c
     settled = ended + RECOVERY_WINDOWS * window
